@@ -1,0 +1,1 @@
+"""Every side effect of a run: agent calls and platform pushes."""

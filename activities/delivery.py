@@ -1,0 +1,76 @@
+"""The push activity: one reply to one destination through its channel adapter.
+
+The adapter's ack decides everything: delivered ends the activity; rate limits wait the
+platform's Retry-After; transient failures back off exponentially with jitter; rejections and
+our own bad credentials stop at once; a reply past its maximum age is never sent late.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from channels.base import FailureMode
+from channels.registry import ChannelRegistry
+from hosting.metrics import DELIVERY_OUTCOMES
+from hosting.models import DeliveryPolicy, PushRequest, PushResult
+from workflows.names import PUSH_EXPIRED, PUSH_REJECTED, PUSH_REPLY, PUSH_UNAUTHORIZED
+
+
+def backoff_delay(policy: DeliveryPolicy, attempt: int, rng: random.Random) -> float:
+    """Capped exponential backoff with "equal jitter": between half and all of the step."""
+    step = min(policy.max_interval_s, policy.initial_interval_s * policy.backoff ** (attempt - 1))
+    return step / 2 + rng.uniform(0, step / 2)
+
+
+class DeliveryActivities:
+    def __init__(self, registry: ChannelRegistry, http: aiohttp.ClientSession) -> None:
+        self._registry = registry
+        self._http = http
+        self._rng = random.SystemRandom()
+
+    @activity.defn(name=PUSH_REPLY)
+    async def push_reply(self, push: PushRequest) -> PushResult:
+        attempt = activity.info().attempt
+        details = {"attempt": attempt}
+        age = (datetime.now(UTC) - push.created_at).total_seconds()
+        if age > push.max_age_s:
+            DELIVERY_OUTCOMES.labels(push.address.channel, "expired").inc()
+            raise ApplicationError(
+                "reply is older than max_age_s", details, type=PUSH_EXPIRED, non_retryable=True
+            )
+        channel = self._registry.get(push.address.channel)
+        if channel is None:
+            DELIVERY_OUTCOMES.labels(push.address.channel, "rejected").inc()
+            raise ApplicationError(
+                "channel is not configured on this worker",
+                details,
+                type=PUSH_REJECTED,
+                non_retryable=True,
+            )
+        ack = await channel.push(self._http, push)
+        DELIVERY_OUTCOMES.labels(push.address.channel, ack.mode.value).inc()
+        if ack.mode is FailureMode.DELIVERED:
+            return PushResult(attempts=attempt, platform_message_ids=ack.platform_message_ids)
+        reason = f"{ack.mode.value}: {ack.detail or ''}".strip(": ")
+        if ack.mode is FailureMode.REJECTED:
+            raise ApplicationError(reason, details, type=PUSH_REJECTED, non_retryable=True)
+        if ack.mode is FailureMode.UNAUTHORIZED:
+            raise ApplicationError(reason, details, type=PUSH_UNAUTHORIZED, non_retryable=True)
+        if ack.mode is FailureMode.RATE_LIMITED and ack.retry_after_s is not None:
+            # Wait what the platform asked, plus a little jitter so retries do not stampede.
+            delay = ack.retry_after_s + self._rng.uniform(0, 0.25)
+        else:
+            delay = max(ack.retry_after_s or 0.0, backoff_delay(push.policy, attempt, self._rng))
+        if age + delay > push.max_age_s:
+            raise ApplicationError(
+                "next attempt would be past max_age_s",
+                details,
+                type=PUSH_EXPIRED,
+                non_retryable=True,
+            )
+        raise ApplicationError(reason, details, next_retry_delay=timedelta(seconds=delay))

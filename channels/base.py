@@ -1,0 +1,135 @@
+"""The channel SPI: what every platform adapter provides.
+
+An adapter turns a verified inbound HTTP request into one :class:`ChannelRequest` (or a
+handshake answer, or a refusal) and pushes replies, returning a :class:`ChannelAck` whose
+``mode`` is a closed enum. Adapters never raise for platform failures: the delivery activity
+decides what to retry from the ack alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from hosting.models import ChannelRequest, Frozen, PushRequest, SubmitResult
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from hosting.ids import Scope
+    from hosting.settings import ChannelSettings
+
+
+class FailureMode(StrEnum):
+    DELIVERED = "delivered"
+    RATE_LIMITED = "rate_limited"
+    TRANSIENT = "transient"
+    REJECTED = "rejected"
+    UNAUTHORIZED = "unauthorized"
+
+
+class ChannelAck(Frozen):
+    mode: FailureMode
+    retry_after_s: float | None = None
+    detail: str | None = None
+    platform_message_ids: list[str] = []
+
+    @property
+    def ok(self) -> bool:
+        return self.mode is FailureMode.DELIVERED
+
+
+@dataclass(frozen=True)
+class InboundHttp:
+    """The raw inbound request as the gateway received it; signatures cover ``body``."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    query: Mapping[str, str]
+    body: bytes
+    received_at: float
+    tenant: str = "default"
+    cookies: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    """An answer the gateway sends as it is."""
+
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Accepted:
+    request: ChannelRequest
+
+
+@dataclass(frozen=True)
+class Answered:
+    """Handled inside the gateway (handshakes, ignored events): nothing reaches Temporal."""
+
+    answer: HttpAnswer
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Verification or parsing failed; ``reason`` is safe to show the caller."""
+
+    status: int
+    reason: str
+
+
+InboundOutcome = Accepted | Answered | Refused
+
+
+@runtime_checkable
+class Channel(Protocol):
+    """A platform adapter, shared by the gateway (inbound) and the worker (push)."""
+
+    name: str
+    settings: ChannelSettings
+
+    async def receive(self, http: InboundHttp) -> InboundOutcome:
+        """Verify and parse one inbound request. Must not raise."""
+        ...
+
+    def acknowledge(self, request: ChannelRequest, result: SubmitResult) -> HttpAnswer:
+        """The answer the platform expects once the message is durably accepted."""
+        ...
+
+    def scope(self, request: ChannelRequest) -> Scope:
+        """Conversation scope that decides the session a message belongs to."""
+        ...
+
+    async def push(self, http: aiohttp.ClientSession, push: PushRequest) -> ChannelAck:
+        """Send one reply. Must not raise: every failure is an ack."""
+        ...
+
+
+class BaseChannel:
+    """Defaults most adapters share."""
+
+    name: str = ""
+
+    def __init__(self, *, settings: ChannelSettings) -> None:
+        self.settings = settings
+
+    def scope(self, request: ChannelRequest) -> Scope:
+        if self.settings.conversation_scope is not None:
+            return self.settings.conversation_scope
+        return "per_user" if request.is_direct else "per_user_per_conversation"
+
+    def acknowledge(self, request: ChannelRequest, result: SubmitResult) -> HttpAnswer:
+        return HttpAnswer(status=200)
+
+
+def json_answer(status: int, body: object) -> HttpAnswer:
+    import json
+
+    return HttpAnswer(status=status, body=json.dumps(body).encode())

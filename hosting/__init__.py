@@ -1,0 +1,1 @@
+"""Shared vocabulary of Switchboard: models, settings, IDs, codec, tokens and the CLI."""

@@ -1,0 +1,69 @@
+"""Deterministic workflow IDs: the same input always names the same execution.
+
+Every component is validated before it is put into an ID, so a hostile platform value can
+never address another tenant's workflow or break the ID format.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from typing import Literal
+
+MAX_COMPONENT = 200
+_BAD = re.compile(r"[/\x00-\x1f\x7f]")
+
+
+class InvalidKey(ValueError):
+    """A key component is unusable in a workflow ID."""
+
+
+def check_component(value: str, what: str) -> str:
+    if not value:
+        raise InvalidKey(f"{what} is empty")
+    if len(value) > MAX_COMPONENT:
+        raise InvalidKey(f"{what} is longer than {MAX_COMPONENT} characters")
+    if _BAD.search(value) or ".." in value:
+        raise InvalidKey(f"{what} contains a forbidden character")
+    return value
+
+
+Scope = Literal["per_user", "per_user_per_conversation", "per_conversation"]
+
+
+def isolation_key(scope: Scope, channel: str, user_id: str, conversation_id: str) -> str:
+    """The session a message belongs to, following the channel's conversation scope."""
+    check_component(channel, "channel")
+    check_component(user_id, "user id")
+    check_component(conversation_id, "conversation id")
+    if scope == "per_user":
+        return f"{channel}:{user_id}"
+    if scope == "per_user_per_conversation":
+        return f"{channel}:{user_id}@{conversation_id}"
+    return f"{channel}@{conversation_id}"
+
+
+def session_workflow_id(tenant: str, key: str) -> str:
+    return f"session/{check_component(tenant, 'tenant')}/{check_component(key, 'isolation key')}"
+
+
+def run_workflow_id(tenant: str, channel: str, message_key: str) -> str:
+    return "/".join(
+        (
+            "run",
+            check_component(tenant, "tenant"),
+            check_component(channel, "channel"),
+            check_component(message_key, "message key"),
+        )
+    )
+
+
+def identity_hash(signing_key: bytes, value: str) -> str:
+    """Keyed hash of an identity: searchable by operators who know the identity, not reversible."""
+    return hmac.new(signing_key, b"identity:" + value.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def delivery_key(run_id: str, destination: str, phase: str) -> str:
+    """Idempotency key of one push; identical on every retry and on replay."""
+    return f"{run_id}:{destination}:{phase}"

@@ -1,0 +1,112 @@
+"""From a verified ChannelRequest to a durable submission into its session.
+
+Shared by every inbound route: it derives the isolation key and the per-run options from
+configuration (workflows read no configuration) and issues one update-with-start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+)
+
+from channels.base import Channel
+from hosting import search_attributes as sa
+from hosting.ids import identity_hash, isolation_key, session_workflow_id
+from hosting.models import (
+    ChannelRequest,
+    DeliveryPolicy,
+    RunOptions,
+    SessionState,
+    SubmitInput,
+    SubmitResult,
+)
+from hosting.settings import ChannelSettings, Settings
+from workflows.session import SessionWorkflow
+
+
+def run_options(settings: Settings, channel: ChannelSettings) -> RunOptions:
+    d = settings.delivery
+    return RunOptions(
+        delivery=DeliveryPolicy(
+            initial_interval_s=d.initial_interval_s,
+            backoff=d.backoff,
+            max_interval_s=d.max_interval_s,
+            max_attempts=d.max_attempts,
+            max_age_s=d.max_age_s,
+            timeout_s=d.timeout_s,
+        ),
+        echo_input=channel.echo_input,
+        agent_timeout_s=settings.agent.timeout_s,
+        max_duration_s=settings.agent.max_duration_s,
+        continuation_s=settings.runs.continuation_s,
+        transcript_turns=settings.agent.transcript_turns,
+        multitask=channel.multitask,
+    )
+
+
+def build_submission(
+    settings: Settings,
+    channel: Channel,
+    request: ChannelRequest,
+    *,
+    caller: str | None = None,
+    deliver_to_origin: bool = True,
+) -> SubmitInput:
+    """Raises :class:`hosting.ids.InvalidKey` when a component cannot go into an ID."""
+    key = isolation_key(
+        channel.scope(request), request.channel, request.user_id, request.conversation_id
+    )
+    session_workflow_id(request.tenant, key)
+    options = run_options(settings, channel.settings).model_copy(
+        update={"deliver_to_origin": deliver_to_origin}
+    )
+    return SubmitInput(
+        request=request,
+        isolation_key=key,
+        identity_hash=identity_hash(settings.security.signing_key_bytes(), key),
+        options=options,
+        caller=caller,
+    )
+
+
+async def submit(
+    client: Client, settings: Settings, inp: SubmitInput, *, timeout_s: float
+) -> SubmitResult:
+    """Update-with-start ``SessionWorkflow.submit``; the update id is the message key."""
+    req = inp.request
+    start = WithStartWorkflowOperation(
+        SessionWorkflow.run,
+        SessionState(
+            tenant=req.tenant,
+            isolation_key=inp.isolation_key,
+            identity_hash=inp.identity_hash,
+            channel=req.channel,
+        ),
+        id=session_workflow_id(req.tenant, inp.isolation_key),
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        task_queue=settings.temporal.task_queue,
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(sa.TENANT, req.tenant),
+                SearchAttributePair(sa.CHANNEL, req.channel),
+                SearchAttributePair(sa.IDENTITY_HASH, inp.identity_hash),
+            ]
+        ),
+    )
+    return await asyncio.wait_for(
+        client.execute_update_with_start_workflow(
+            SessionWorkflow.submit,
+            inp,
+            start_workflow_operation=start,
+            id=f"{req.channel}:{req.message_key}",
+            rpc_timeout=timedelta(seconds=timeout_s),
+        ),
+        timeout_s,
+    )

@@ -1,0 +1,202 @@
+"""Typed payloads that cross a boundary: gateway → workflow → activity → channel.
+
+Every model that is stored in a workflow history carries ``version``; an unknown version is
+refused rather than guessed, so an old worker never misreads a newer payload.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+PAYLOAD_VERSION = 1
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Versioned(Frozen):
+    version: int = PAYLOAD_VERSION
+
+    @field_validator("version")
+    @classmethod
+    def _known_version(cls, value: int) -> int:
+        if value != PAYLOAD_VERSION:
+            raise ValueError(
+                f"payload version {value} is not supported (this build reads {PAYLOAD_VERSION})"
+            )
+        return value
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+    @property
+    def finished(self) -> bool:
+        return self not in (RunStatus.QUEUED, RunStatus.IN_PROGRESS)
+
+
+class DeliveryState(StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    DEAD_LETTER = "dead_letter"
+    SKIPPED = "skipped"
+
+
+class ReplyAddress(Frozen):
+    """Everything a channel needs to push to one conversation, without the message itself."""
+
+    channel: str
+    user_id: str
+    conversation_id: str
+    thread_id: str | None = None
+    reply_to_message_id: str | None = None
+    extra: dict[str, str] = Field(default_factory=dict)
+
+
+class ChannelRequest(Versioned):
+    """One inbound user message, parsed and verified by a channel adapter."""
+
+    tenant: str
+    channel: str
+    message_key: str
+    user_id: str
+    conversation_id: str
+    thread_id: str | None = None
+    is_direct: bool = True
+    text: str = Field(max_length=100_000)
+    reply_to: ReplyAddress
+    claims: dict[str, str] = Field(default_factory=dict)
+
+
+class Turn(Frozen):
+    role: Literal["user", "assistant"]
+    text: str
+
+
+class DeliveryPolicy(Frozen):
+    """Retry schedule and age limit of one run's deliveries, fixed when the run starts."""
+
+    initial_interval_s: float = 1.0
+    backoff: float = 2.0
+    max_interval_s: float = 60.0
+    max_attempts: int = 10
+    max_age_s: float = 3600.0
+    timeout_s: float = 30.0
+
+
+class RunOptions(Frozen):
+    """Per-run settings decided by the gateway from configuration (workflows read no config)."""
+
+    delivery: DeliveryPolicy = Field(default_factory=DeliveryPolicy)
+    echo_input: bool = False
+    agent_timeout_s: float = 300.0
+    max_duration_s: float = 3600.0
+    continuation_s: float = 86400.0
+    transcript_turns: int = 20
+    multitask: Literal["enqueue", "reject", "interrupt"] = "enqueue"
+    deliver_to_origin: bool = True
+
+
+class SubmitInput(Versioned):
+    request: ChannelRequest
+    isolation_key: str
+    identity_hash: str
+    options: RunOptions = Field(default_factory=RunOptions)
+    caller: str | None = None
+
+
+class SubmitResult(Frozen):
+    run_id: str
+    accepted: bool = True
+    duplicate: bool = False
+    reason: str | None = None
+    position: int = 0
+
+
+class SessionState(Versioned):
+    """Everything a session carries across continue-as-new."""
+
+    tenant: str
+    isolation_key: str
+    identity_hash: str
+    channel: str
+    recent_keys: list[str] = Field(default_factory=list)
+    transcript: list[Turn] = Field(default_factory=list)
+    queue: list[SubmitInput] = Field(default_factory=list)
+
+
+class RunInput(Versioned):
+    submit: SubmitInput
+    run_id: str
+    session_id: str
+    transcript: list[Turn] = Field(default_factory=list)
+
+
+class RunFinished(Frozen):
+    """Signal from a run to its session once its replies are out."""
+
+    run_id: str
+    status: RunStatus
+    user_text: str
+    reply_text: str | None = None
+
+
+class DestinationStatus(Frozen):
+    destination: str
+    state: DeliveryState
+    attempts: int = 0
+    reason: str | None = None
+    updated_at: datetime | None = None
+
+
+class RunView(Frozen):
+    """What a query on a run returns: status, output and per-destination delivery."""
+
+    run_id: str
+    status: RunStatus
+    channel: str
+    created_at: datetime
+    updated_at: datetime
+    output_text: str | None = None
+    error: str | None = None
+    deliveries: list[DestinationStatus] = Field(default_factory=list)
+
+
+class AgentRequest(Versioned):
+    run_id: str
+    text: str
+    transcript: list[Turn] = Field(default_factory=list)
+    channel: str
+    identity_hash: str
+
+
+class AgentReply(Versioned):
+    text: str
+    usage_input_tokens: int | None = None
+    usage_output_tokens: int | None = None
+
+
+class PushRequest(Versioned):
+    idempotency_key: str
+    run_id: str
+    phase: Literal["echo", "response"]
+    address: ReplyAddress
+    text: str
+    created_at: datetime
+    max_age_s: float
+    policy: DeliveryPolicy
+
+
+class PushResult(Frozen):
+    attempts: int = 1
+    platform_message_ids: list[str] = Field(default_factory=list)

@@ -1,0 +1,317 @@
+"""Configuration: one TOML file plus ``SWITCHBOARD_SECTION__KEY`` environment overrides.
+
+Everything is validated at start-up so that a bad value ends the process with one line that
+names the key, instead of failing on the first message hours later.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_CONFIG_PATH = "./switchboard.toml"
+
+
+class ConfigError(Exception):
+    """A configuration value is missing or invalid; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TemporalSettings(_Section):
+    address: str = "127.0.0.1:7233"
+    namespace: str = "default"
+    task_queue: str = "switchboard"
+    tls: bool = False
+    api_key: SecretStr | None = None
+    tls_client_cert_path: Path | None = None
+    tls_client_key_path: Path | None = None
+    ui_url: str | None = Field(
+        default=None,
+        description="Temporal Web UI base URL, used to link runs from pages and the CLI",
+    )
+
+
+class GatewaySettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    public_url: str = "http://127.0.0.1:8080"
+    tenant: str = "default"
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
+    log_format: Literal["json", "console"] = "json"
+    submit_timeout_s: float = Field(
+        default=2.5, gt=0, description="answer 503 when Temporal has not accepted a message by then"
+    )
+
+
+def _decode_b64(value: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"{what} is not valid base64") from exc
+
+
+class SecuritySettings(_Section):
+    signing_key: SecretStr = SecretStr("")
+    codec_keys: list[SecretStr] = Field(default_factory=list)
+    codec_auth_tokens: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="bearer token -> role ('support' or 'admin') for the codec server",
+    )
+    codec_cors_origins: list[str] = Field(default_factory=list)
+
+    @field_validator("signing_key")
+    @classmethod
+    def _signing_key_is_base64(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value()
+        if raw and len(_decode_b64(raw, "signing_key")) < 32:
+            raise ValueError("signing_key must decode to at least 32 bytes")
+        return value
+
+    @field_validator("codec_keys")
+    @classmethod
+    def _codec_keys_parse(cls, value: list[SecretStr]) -> list[SecretStr]:
+        seen: set[str] = set()
+        for item in value:
+            key_id, key = parse_codec_key(item.get_secret_value())
+            if key_id in seen:
+                raise ValueError(f"codec key id {key_id!r} appears twice")
+            seen.add(key_id)
+            del key
+        return value
+
+    def signing_key_bytes(self) -> bytes:
+        return base64.b64decode(self.signing_key.get_secret_value())
+
+    def codec_key_pairs(self) -> list[tuple[str, bytes]]:
+        return [parse_codec_key(k.get_secret_value()) for k in self.codec_keys]
+
+
+def parse_codec_key(entry: str) -> tuple[str, bytes]:
+    """Parse ``key-id:base64-32-bytes``."""
+    key_id, sep, b64 = entry.partition(":")
+    if not sep or not key_id or not key_id.replace("-", "").replace("_", "").isalnum():
+        raise ValueError("codec key must look like 'key-id:base64-32-bytes'")
+    key = _decode_b64(b64, f"codec key {key_id!r}")
+    if len(key) != 32:
+        raise ValueError(f"codec key {key_id!r} must decode to exactly 32 bytes")
+    return key_id, key
+
+
+class AgentSettings(_Section):
+    kind: Literal["echo", "openai", "python"] = "echo"
+    delay_ms: int = Field(default=0, ge=0, le=3_600_000)
+    base_url: str = "http://127.0.0.1:11434/v1"
+    model: str = "gpt-4o-mini"
+    api_key: SecretStr | None = None
+    system_prompt: str = "You are a helpful assistant."
+    callable: str | None = Field(default=None, description="module:callable for kind = python")
+    timeout_s: float = Field(default=300.0, gt=0)
+    max_duration_s: float = Field(default=3600.0, gt=0)
+    transcript_turns: int = Field(default=20, ge=0, le=500)
+
+
+class DeliverySettings(_Section):
+    allow_non_originating: bool = False
+    max_fanout: int = Field(default=8, ge=1, le=64)
+    max_age_s: float = Field(default=3600.0, gt=0)
+    initial_interval_s: float = Field(default=1.0, gt=0)
+    backoff: float = Field(default=2.0, ge=1.0)
+    max_interval_s: float = Field(default=60.0, gt=0)
+    max_attempts: int = Field(default=10, ge=1, le=1000)
+    timeout_s: float = Field(default=30.0, gt=0)
+
+
+class RunSettings(_Section):
+    continuation_s: float = Field(
+        default=86400.0, gt=0, description="how long a finished run stays retrievable"
+    )
+
+
+class LinkingSettings(_Section):
+    enabled: bool = True
+    code_ttl_s: float = Field(default=600.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1)
+    require_approval: bool = True
+
+
+class AuthorizationSettings(_Section):
+    default: Literal["allow", "deny"] = "allow"
+
+
+ConversationScope = Literal["per_user", "per_user_per_conversation", "per_conversation"]
+Multitask = Literal["enqueue", "reject", "interrupt"]
+
+
+class ChannelSettings(_Section):
+    """Options every channel has besides its credentials."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    response_target: str = "originating"
+    echo_input: bool = False
+    accept_in_group: Literal["mention_only", "all", "commands_only"] = "mention_only"
+    conversation_scope: ConversationScope | None = None
+    multitask: Multitask = "enqueue"
+    allow_native_ids: list[str] = Field(default_factory=list)
+    allow_claims: dict[str, list[str]] = Field(default_factory=dict)
+    require_link: bool = False
+
+
+class WebhookChannelSettings(ChannelSettings):
+    secret: SecretStr = SecretStr("")
+    callback_url: str | None = None
+
+    @field_validator("secret")
+    @classmethod
+    def _whsec(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value()
+        if raw:
+            body = raw.removeprefix("whsec_")
+            if len(_decode_b64(body, "secret")) < 16:
+                raise ValueError("secret must be whsec_ followed by base64 of at least 16 bytes")
+        return value
+
+
+class LoopbackChannelSettings(ChannelSettings):
+    """In-memory channel for tests; never enable it on a public gateway."""
+
+
+class TelegramChannelSettings(ChannelSettings):
+    bot_token: SecretStr = SecretStr("")
+    secret_token: SecretStr = SecretStr("")
+    bot_username: str = ""
+    api_base_url: str = "https://api.telegram.org"
+
+
+class SlackChannelSettings(ChannelSettings):
+    signing_secret: SecretStr = SecretStr("")
+    bot_token: SecretStr = SecretStr("")
+    api_base_url: str = "https://slack.com/api"
+
+
+class ResponsesChannelSettings(ChannelSettings):
+    api_keys: dict[str, SecretStr] = Field(default_factory=dict)
+
+
+class WebChannelSettings(ChannelSettings):
+    pass
+
+
+class ChannelsSettings(_Section):
+    loopback: LoopbackChannelSettings | None = None
+    webhook: WebhookChannelSettings | None = None
+    telegram: TelegramChannelSettings | None = None
+    slack: SlackChannelSettings | None = None
+    responses: ResponsesChannelSettings | None = None
+    web: WebChannelSettings | None = None
+
+    def configured(self) -> dict[str, ChannelSettings]:
+        out: dict[str, ChannelSettings] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, ChannelSettings) and value.enabled:
+                out[name] = value
+        return out
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Build with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SWITCHBOARD_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    temporal: TemporalSettings = Field(default_factory=TemporalSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
+    agent: AgentSettings = Field(default_factory=AgentSettings)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    runs: RunSettings = Field(default_factory=RunSettings)
+    linking: LinkingSettings = Field(default_factory=LinkingSettings)
+    authorization: AuthorizationSettings = Field(default_factory=AuthorizationSettings)
+    channels: ChannelsSettings = Field(default_factory=ChannelsSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = _CONFIG_PATH_OVERRIDE or os.environ.get("SWITCHBOARD_CONFIG", DEFAULT_CONFIG_PATH)
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if Path(path).is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    def require_keys(self) -> None:
+        """Refuse to run without real keys: tokens and payloads would be unprotected."""
+        if not self.security.signing_key.get_secret_value():
+            raise ConfigError("security.signing_key: missing (base64 of at least 32 bytes)")
+        if not self.security.codec_keys:
+            raise ConfigError("security.codec_keys: missing (list of 'key-id:base64-32-bytes')")
+
+
+_CONFIG_PATH_OVERRIDE: str | None = None
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+    msg = err["msg"].removeprefix("Value error, ")
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{loc}: {msg}{more}"
+
+
+def load_settings(path: str | None = None, **overrides: Any) -> Settings:
+    """Read the TOML file and the environment; raise :class:`ConfigError` naming the bad key."""
+    global _CONFIG_PATH_OVERRIDE
+    chosen = path or os.environ.get("SWITCHBOARD_CONFIG", DEFAULT_CONFIG_PATH)
+    explicit = path is not None or "SWITCHBOARD_CONFIG" in os.environ
+    if explicit and not Path(chosen).is_file():
+        raise ConfigError(f"config file {chosen!r} does not exist (SWITCHBOARD_CONFIG)")
+    if Path(chosen).is_file():
+        try:
+            tomllib.loads(Path(chosen).read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {chosen!r} is not valid TOML: {exc}") from None
+    _CONFIG_PATH_OVERRIDE = chosen
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_first_error(exc)) from None
+    finally:
+        _CONFIG_PATH_OVERRIDE = None
+
+
+def settings_from_dict(values: dict[str, Any]) -> Settings:
+    """Build settings from a plain mapping (tests, embedding); no file is read."""
+    global _CONFIG_PATH_OVERRIDE
+    _CONFIG_PATH_OVERRIDE = os.devnull + ".none"
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise ConfigError(_first_error(exc)) from None
+    finally:
+        _CONFIG_PATH_OVERRIDE = None

@@ -1,0 +1,68 @@
+"""Connecting to Temporal the same way from every process."""
+
+from __future__ import annotations
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
+from temporalio.client import Client
+from temporalio.service import TLSConfig
+
+from hosting import search_attributes
+from hosting.converter import build_data_converter
+from hosting.settings import Settings
+
+
+async def connect(settings: Settings, *, lazy: bool = False) -> Client:
+    t = settings.temporal
+    tls: bool | TLSConfig = t.tls
+    if t.tls_client_cert_path and t.tls_client_key_path:
+        tls = TLSConfig(
+            client_cert=t.tls_client_cert_path.read_bytes(),
+            client_private_key=t.tls_client_key_path.read_bytes(),
+        )
+    return await Client.connect(
+        t.address,
+        namespace=t.namespace,
+        data_converter=build_data_converter(settings.security),
+        tls=tls,
+        api_key=t.api_key.get_secret_value() if t.api_key else None,
+        lazy=lazy,
+    )
+
+
+class SearchAttributesMissing(RuntimeError):
+    pass
+
+
+async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
+    """Register missing search attributes; say which command to run where that is refused."""
+    listed = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=namespace)
+    )
+    present = set(listed.custom_attributes) | set(listed.system_attributes)
+    missing = [k.name for k in search_attributes.ALL if k.name not in present]
+    if not missing:
+        return []
+    try:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace=namespace,
+                search_attributes={
+                    name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for name in missing
+                },
+            )
+        )
+    except Exception as exc:  # the server's refusal, e.g. no permission on a cloud namespace
+        commands = "; ".join(
+            f"temporal operator search-attribute create --namespace {namespace} "
+            f"--name {name} --type Keyword"
+            for name in missing
+        )
+        raise SearchAttributesMissing(
+            f"search attributes {', '.join(missing)} are missing and could not be added "
+            f"({type(exc).__name__}); run: {commands}"
+        ) from None
+    return missing

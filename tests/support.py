@@ -1,0 +1,143 @@
+"""Test helpers: settings with test keys, a Standard Webhooks receiver, waiting for conditions."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC
+from typing import Any
+
+import standardwebhooks
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from hosting.settings import Settings, settings_from_dict
+
+SIGNING_KEY = base64.b64encode(b"s" * 32).decode()
+CODEC_KEY = "test1:" + base64.b64encode(b"k" * 32).decode()
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"w" * 24).decode()
+
+
+def make_settings(task_queue: str, address: str, **sections: Any) -> Settings:
+    base: dict[str, Any] = {
+        "temporal": {"address": address, "task_queue": task_queue},
+        "security": {"signing_key": SIGNING_KEY, "codec_keys": [CODEC_KEY]},
+        "gateway": {"log_format": "console", "submit_timeout_s": 10},
+        "delivery": {"initial_interval_s": 0.2, "max_interval_s": 1.0, "max_attempts": 4},
+        "runs": {"continuation_s": 60},
+        "channels": {"loopback": {}, "webhook": {"secret": WEBHOOK_SECRET}},
+    }
+    for name, value in sections.items():
+        if isinstance(value, dict) and isinstance(base.get(name), dict):
+            base[name] = {**base[name], **value}
+        else:
+            base[name] = value
+    return settings_from_dict(base)
+
+
+def webhook_headers(
+    body: bytes, msg_id: str | None = None, timestamp: int | None = None
+) -> dict[str, str]:
+    """Sign a request the way a Standard Webhooks producer does (the reference library)."""
+    from datetime import datetime
+
+    wh = standardwebhooks.Webhook(WEBHOOK_SECRET)
+    msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
+    when = datetime.fromtimestamp(timestamp, UTC) if timestamp else datetime.now(UTC)
+    sig = wh.sign(msg_id, when, body.decode())
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(when.timestamp())),
+        "webhook-signature": sig,
+        "content-type": "application/json",
+    }
+
+
+def webhook_message(user: str, conversation: str, text: str, kind: str = "direct") -> bytes:
+    return json.dumps(
+        {
+            "type": "message",
+            "user": {"id": user},
+            "conversation": {"id": conversation, "type": kind},
+            "text": text,
+        }
+    ).encode()
+
+
+@dataclass
+class Receiver:
+    """A local Standard Webhooks consumer: verifies every push with the reference library."""
+
+    received: list[dict[str, Any]] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    bad_signatures: int = 0
+    fail_next: list[int] = field(default_factory=list)
+    server: TestServer | None = None
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return str(self.server.make_url("/hook"))
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            payload = standardwebhooks.Webhook(WEBHOOK_SECRET).verify(
+                body.decode(), dict(request.headers)
+            )
+        except Exception:
+            self.bad_signatures += 1
+            return web.Response(status=401)
+        if self.fail_next:
+            status = self.fail_next.pop(0)
+            headers = {"Retry-After": "1"} if status == 429 else {}
+            return web.Response(status=status, headers=headers)
+        self.ids.append(request.headers["webhook-id"])
+        self.received.append(payload)
+        self._changed.set()
+        return web.Response(status=204)
+
+    async def wait_for(self, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+        async def _wait() -> None:
+            while len(self.received) < count:
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(_wait(), timeout)
+        return list(self.received)
+
+
+async def start_receiver() -> Receiver:
+    receiver = Receiver()
+    app = web.Application()
+    app.router.add_post("/hook", receiver.handle)
+    receiver.server = TestServer(app, host="127.0.0.1")
+    await receiver.server.start_server()
+    return receiver
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout: float = 30.0, every: float = 0.1
+) -> None:
+    """Wait until ``check`` is true: tests wait for conditions, never for fixed times."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(every)
+
+
+def temporal_bin(name: str) -> str:
+    import sys
+    from pathlib import Path
+
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing: run `make install`")
+    return os.fspath(path)

@@ -1,0 +1,114 @@
+"""The Temporal worker: sessions, runs, the agent and every push.
+
+``python worker.py`` runs it against the Temporal server named in ``switchboard.toml``;
+run as many as you like on the same task queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+import aiohttp
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities.agent import AgentActivities
+from activities.agent_backends import build_backend
+from activities.delivery import DeliveryActivities
+from channels.registry import ChannelRegistry, build_registry
+from hosting.logs import configure_logging, get_logger
+from hosting.settings import ConfigError, Settings, load_settings
+from hosting.temporal_client import SearchAttributesMissing, connect, ensure_search_attributes
+from workflows.run import AgentRunWorkflow
+from workflows.session import SessionWorkflow
+
+WORKFLOWS = [SessionWorkflow, AgentRunWorkflow]
+log = get_logger("switchboard.worker")
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    # Our own pure modules are passed through: they are deterministic, and re-importing them
+    # for every workflow run costs throughput.
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(
+            "hosting", "workflows.names", "pydantic", "pydantic_core", "annotated_types"
+        )
+    )
+
+
+@asynccontextmanager
+async def build_worker(
+    client: Client,
+    settings: Settings,
+    *,
+    registry: ChannelRegistry | None = None,
+    task_queue: str | None = None,
+) -> AsyncIterator[Worker]:
+    """A configured worker with its HTTP session; the caller runs it."""
+    registry = registry if registry is not None else build_registry(settings)
+    async with aiohttp.ClientSession() as http:
+        agent = AgentActivities(build_backend(settings.agent, http))
+        delivery = DeliveryActivities(registry, http)
+        yield Worker(
+            client,
+            task_queue=task_queue or settings.temporal.task_queue,
+            workflows=WORKFLOWS,
+            activities=[agent.invoke_agent, delivery.push_reply],
+            workflow_runner=workflow_runner(),
+            graceful_shutdown_timeout=timedelta(seconds=10),
+        )
+
+
+async def run(settings: Settings) -> None:
+    registry = build_registry(settings)
+    client = await connect(settings)
+    added = await ensure_search_attributes(client, settings.temporal.namespace)
+    if added:
+        log.info("registered search attributes", names=added)
+    async with build_worker(client, settings, registry=registry) as worker:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        log.info(
+            "worker started",
+            task_queue=settings.temporal.task_queue,
+            namespace=settings.temporal.namespace,
+            channels=registry.names(),
+        )
+        async with worker:
+            await stop.wait()
+            log.info("worker stopping")
+    log.info("worker stopped")
+
+
+def main() -> None:
+    try:
+        settings = load_settings()
+        settings.require_keys()
+        build_registry(settings)
+    except ConfigError as exc:
+        sys.exit(f"switchboard worker: configuration error: {exc}")
+    configure_logging(settings.gateway.log_format)
+    try:
+        asyncio.run(run(settings))
+    except ConfigError as exc:
+        sys.exit(f"switchboard worker: configuration error: {exc}")
+    except SearchAttributesMissing as exc:
+        sys.exit(f"switchboard worker: {exc}")
+    except RuntimeError as exc:
+        if "connect" in str(exc).lower():
+            sys.exit(
+                f"switchboard worker: cannot reach Temporal at {settings.temporal.address} ({exc})"
+            )
+        raise
+
+
+if __name__ == "__main__":
+    main()

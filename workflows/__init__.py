@@ -1,0 +1,1 @@
+"""Deterministic orchestration: sessions and runs. No I/O, clocks or randomness here."""

@@ -1,0 +1,12 @@
+"""Names shared by workflows and the code that starts them (no imports, no cycles)."""
+
+INVOKE_AGENT = "invoke_agent"
+PUSH_REPLY = "push_reply"
+RUN_FINISHED_SIGNAL = "run_finished"
+
+# Error types raised by activities that must not be retried.
+AGENT_REJECTED = "AgentRejected"
+PUSH_REJECTED = "PushRejected"
+PUSH_UNAUTHORIZED = "PushUnauthorized"
+PUSH_EXPIRED = "PushExpired"
+NON_RETRYABLE_PUSH = [PUSH_REJECTED, PUSH_UNAUTHORIZED, PUSH_EXPIRED]

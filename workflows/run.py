@@ -1,0 +1,206 @@
+"""AgentRunWorkflow: one inbound message → agent → durable delivery of the reply.
+
+ID ``run/{tenant}/{channel}/{message_key}``: a redelivered message can never start a second
+run. The run stays queryable for the continuation window after it finishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+
+with workflow.unsafe.imports_passed_through():
+    from hosting import search_attributes as sa
+    from hosting.ids import delivery_key
+    from hosting.models import (
+        AgentReply,
+        AgentRequest,
+        DeliveryState,
+        DestinationStatus,
+        PushRequest,
+        PushResult,
+        ReplyAddress,
+        RunFinished,
+        RunInput,
+        RunStatus,
+        RunView,
+    )
+    from workflows import names
+
+
+def destination_name(address: ReplyAddress) -> str:
+    """Stable label of a destination inside one run (used in keys and views)."""
+    return address.channel
+
+
+@workflow.defn
+class AgentRunWorkflow:
+    @workflow.init
+    def __init__(self, inp: RunInput) -> None:
+        self._inp = inp
+        self._status = RunStatus.QUEUED
+        self._created_at: datetime = workflow.now()
+        self._updated_at: datetime = self._created_at
+        self._output: str | None = None
+        self._error: str | None = None
+        self._deliveries: dict[str, DestinationStatus] = {}
+
+    @workflow.run
+    async def run(self, inp: RunInput) -> RunView:
+        try:
+            await self._execute(inp)
+        except asyncio.CancelledError:
+            self._set_status(RunStatus.CANCELLED)
+        await self._notify_session(inp)
+        # Stay queryable for the continuation window; cancelling now just ends the wait.
+        with contextlib.suppress(asyncio.CancelledError):
+            await workflow.sleep(timedelta(seconds=inp.submit.options.continuation_s))
+        return self.view()
+
+    async def _execute(self, inp: RunInput) -> None:
+        opts = inp.submit.options
+        request = inp.submit.request
+        self._set_status(RunStatus.IN_PROGRESS)
+        try:
+            reply: AgentReply = await workflow.execute_activity(
+                names.INVOKE_AGENT,
+                AgentRequest(
+                    run_id=inp.run_id,
+                    text=request.text,
+                    transcript=inp.transcript,
+                    channel=request.channel,
+                    identity_hash=inp.submit.identity_hash,
+                ),
+                result_type=AgentReply,
+                start_to_close_timeout=timedelta(seconds=opts.agent_timeout_s),
+                schedule_to_close_timeout=timedelta(seconds=opts.max_duration_s),
+                heartbeat_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=1),
+                    maximum_interval=timedelta(seconds=30),
+                    non_retryable_error_types=[names.AGENT_REJECTED],
+                ),
+            )
+        except ActivityError as err:
+            if isinstance(err.cause, TimeoutError):
+                self._error = "the run exceeded its maximum duration"
+                self._set_status(RunStatus.EXPIRED)
+            else:
+                self._error = "the agent failed"
+                self._set_status(RunStatus.FAILED)
+            return
+        self._output = reply.text
+        self._set_status(RunStatus.COMPLETED)
+        if opts.deliver_to_origin:
+            await self._deliver(request.reply_to, reply.text)
+
+    async def _deliver(self, address: ReplyAddress, text: str) -> None:
+        """Push one reply with the run's retry schedule; failures become dead letters."""
+        dest = destination_name(address)
+        policy = self._inp.submit.options.delivery
+        self._mark(dest, DeliveryState.PENDING)
+        sa_value = DeliveryState.PENDING.value
+        workflow.upsert_search_attributes([sa.DELIVERY_STATE.value_set(sa_value)])
+        push = PushRequest(
+            idempotency_key=delivery_key(self._inp.run_id, dest, "response"),
+            run_id=self._inp.run_id,
+            phase="response",
+            address=address,
+            text=text,
+            created_at=self._created_at,
+            max_age_s=policy.max_age_s,
+            policy=policy,
+        )
+        try:
+            result: PushResult = await workflow.execute_activity(
+                names.PUSH_REPLY,
+                push,
+                result_type=PushResult,
+                start_to_close_timeout=timedelta(seconds=policy.timeout_s + 5),
+                schedule_to_close_timeout=timedelta(seconds=policy.max_age_s),
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=policy.initial_interval_s),
+                    backoff_coefficient=policy.backoff,
+                    maximum_interval=timedelta(seconds=policy.max_interval_s),
+                    maximum_attempts=policy.max_attempts,
+                    non_retryable_error_types=names.NON_RETRYABLE_PUSH,
+                ),
+            )
+        except ActivityError as err:
+            reason, attempts = _failure_reason(err)
+            self._mark(dest, DeliveryState.DEAD_LETTER, attempts=attempts, reason=reason)
+            workflow.logger.warning(
+                "delivery dead-lettered", extra={"destination": dest, "reason": reason}
+            )
+        else:
+            self._mark(dest, DeliveryState.DELIVERED, attempts=result.attempts)
+        workflow.upsert_search_attributes([sa.DELIVERY_STATE.value_set(self._delivery_summary())])
+
+    async def _notify_session(self, inp: RunInput) -> None:
+        handle = workflow.get_external_workflow_handle(inp.session_id)
+        await handle.signal(
+            names.RUN_FINISHED_SIGNAL,
+            RunFinished(
+                run_id=inp.run_id,
+                status=self._status,
+                user_text=inp.submit.request.text,
+                reply_text=self._output,
+            ),
+        )
+
+    def _set_status(self, status: RunStatus) -> None:
+        self._status = status
+        self._updated_at = workflow.now()
+        workflow.upsert_search_attributes([sa.RUN_STATUS.value_set(status.value)])
+
+    def _mark(
+        self, dest: str, state: DeliveryState, *, attempts: int = 0, reason: str | None = None
+    ) -> None:
+        self._updated_at = workflow.now()
+        self._deliveries[dest] = DestinationStatus(
+            destination=dest,
+            state=state,
+            attempts=attempts,
+            reason=reason,
+            updated_at=self._updated_at,
+        )
+
+    def _delivery_summary(self) -> str:
+        states = {d.state for d in self._deliveries.values()}
+        for state in (DeliveryState.DEAD_LETTER, DeliveryState.PENDING):
+            if state in states:
+                return state.value
+        return DeliveryState.DELIVERED.value if states else DeliveryState.SKIPPED.value
+
+    @workflow.query
+    def view(self) -> RunView:
+        return RunView(
+            run_id=self._inp.run_id,
+            status=self._status,
+            channel=self._inp.submit.request.channel,
+            created_at=self._created_at,
+            updated_at=self._updated_at,
+            output_text=self._output,
+            error=self._error,
+            deliveries=list(self._deliveries.values()),
+        )
+
+
+def _failure_reason(err: ActivityError) -> tuple[str, int]:
+    """Why a push ended, as an operator reads it, without any message content."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError):
+        attempts = 0
+        if cause.details and isinstance(cause.details[0], dict):
+            attempts = int(cause.details[0].get("attempt", 0))
+        if cause.type in names.NON_RETRYABLE_PUSH:
+            return cause.type, attempts
+        return "retries_exhausted", attempts
+    if isinstance(cause, TimeoutError):
+        return "max_age_exceeded", 0
+    return type(cause).__name__ if cause else "unknown", 0

@@ -1,0 +1,171 @@
+"""SessionWorkflow: one long-lived entity per conversation (``session/{tenant}/{isolation_key}``).
+
+It accepts messages through the ``submit`` update (update id = message key), runs one
+``AgentRunWorkflow`` child at a time so replies keep their order, keeps a bounded transcript for
+the agent and a bounded set of recent message keys, and continues-as-new when Temporal suggests
+it, carrying all of that along.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.workflow import ParentClosePolicy
+
+with workflow.unsafe.imports_passed_through():
+    from hosting import search_attributes as sa
+    from hosting.ids import InvalidKey, run_workflow_id
+    from hosting.models import (
+        RunFinished,
+        RunInput,
+        RunStatus,
+        SessionState,
+        SubmitInput,
+        SubmitResult,
+        Turn,
+    )
+    from workflows import names
+    from workflows.run import AgentRunWorkflow
+
+RECENT_KEYS = 512
+IDLE_TIMEOUT = timedelta(days=30)
+# Beyond its own limits, how long a session waits for a run before moving on.
+RUN_GRACE = timedelta(minutes=10)
+
+
+@workflow.defn
+class SessionWorkflow:
+    @workflow.init
+    def __init__(self, state: SessionState) -> None:
+        self._state = state
+        self._queue: list[SubmitInput] = list(state.queue)
+        self._recent: list[str] = list(state.recent_keys)
+        self._recent_set: set[str] = set(self._recent)
+        self._transcript: list[Turn] = list(state.transcript)
+        self._current: str | None = None
+        self._finished: dict[str, RunFinished] = {}
+        self._turn_limit = 20
+
+    @workflow.run
+    async def run(self, state: SessionState) -> None:
+        while True:
+            try:
+                await workflow.wait_condition(lambda: bool(self._queue), timeout=IDLE_TIMEOUT)
+            except TimeoutError:
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                if not self._queue:
+                    return  # idle for long: the session ends; the next message starts a new one
+            item = self._queue.pop(0)
+            await self._run_one(item)
+            if workflow.info().is_continue_as_new_suggested():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(self._snapshot())
+
+    async def _run_one(self, item: SubmitInput) -> None:
+        request = item.request
+        run_id = run_workflow_id(request.tenant, request.channel, request.message_key)
+        opts = item.options
+        self._current = run_id
+        self._turn_limit = opts.transcript_turns
+        try:
+            handle = await workflow.start_child_workflow(
+                AgentRunWorkflow.run,
+                RunInput(
+                    submit=item,
+                    run_id=run_id,
+                    session_id=workflow.info().workflow_id,
+                    transcript=self._transcript[
+                        len(self._transcript) - 2 * opts.transcript_turns :
+                    ],
+                ),
+                id=run_id,
+                parent_close_policy=ParentClosePolicy.ABANDON,
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(sa.TENANT, request.tenant),
+                        SearchAttributePair(sa.CHANNEL, request.channel),
+                        SearchAttributePair(sa.RUN_STATUS, RunStatus.QUEUED.value),
+                        SearchAttributePair(sa.IDENTITY_HASH, item.identity_hash),
+                    ]
+                ),
+            )
+        except WorkflowAlreadyStartedError:
+            # Its key fell out of the recent set, but the run exists: never run it twice.
+            self._current = None
+            return
+        limit = timedelta(seconds=opts.max_duration_s + opts.delivery.max_age_s) + RUN_GRACE
+        try:
+            await workflow.wait_condition(
+                lambda: run_id in self._finished or handle.done(), timeout=limit
+            )
+        except TimeoutError:
+            workflow.logger.warning("run did not report back in time", extra={"run_id": run_id})
+        finished = self._finished.pop(run_id, None)
+        if finished is not None:
+            self._remember_turn(finished)
+        self._current = None
+
+    def _remember_turn(self, finished: RunFinished) -> None:
+        if finished.reply_text is None:
+            return
+        self._transcript.append(Turn(role="user", text=finished.user_text))
+        self._transcript.append(Turn(role="assistant", text=finished.reply_text))
+        # Bounded: only the newest turns are kept and handed to the agent.
+        del self._transcript[: max(0, len(self._transcript) - 2 * self._turn_limit)]
+
+    @workflow.update
+    async def submit(self, item: SubmitInput) -> SubmitResult:
+        request = item.request
+        run_id = run_workflow_id(request.tenant, request.channel, request.message_key)
+        key = f"{request.channel}:{request.message_key}"
+        if key in self._recent_set:
+            return SubmitResult(run_id=run_id, duplicate=True)
+        busy = self._current is not None or bool(self._queue)
+        if busy and item.options.multitask == "reject":
+            return SubmitResult(run_id=run_id, accepted=False, reason="busy")
+        self._remember_key(key)
+        if busy and item.options.multitask == "interrupt":
+            if self._current is not None:
+                await workflow.get_external_workflow_handle(self._current).cancel()
+            self._queue.insert(0, item)
+            return SubmitResult(run_id=run_id, position=0)
+        self._queue.append(item)
+        ahead = len(self._queue) - 1 + int(self._current is not None)
+        return SubmitResult(run_id=run_id, position=ahead)
+
+    @submit.validator
+    def _validate_submit(self, item: SubmitInput) -> None:
+        request = item.request
+        if request.tenant != self._state.tenant:
+            raise ApplicationError("message belongs to another tenant", non_retryable=True)
+        try:
+            run_workflow_id(request.tenant, request.channel, request.message_key)
+        except InvalidKey as exc:
+            raise ApplicationError(str(exc), non_retryable=True) from None
+
+    @workflow.signal(name=names.RUN_FINISHED_SIGNAL)
+    def run_finished(self, finished: RunFinished) -> None:
+        self._finished[finished.run_id] = finished
+
+    @workflow.query
+    def pending(self) -> int:
+        """How many messages wait behind the running one (metadata only)."""
+        return len(self._queue) + int(self._current is not None)
+
+    def _remember_key(self, key: str) -> None:
+        self._recent.append(key)
+        self._recent_set.add(key)
+        while len(self._recent) > RECENT_KEYS:
+            self._recent_set.discard(self._recent.pop(0))
+
+    def _snapshot(self) -> SessionState:
+        return self._state.model_copy(
+            update={
+                "recent_keys": list(self._recent),
+                "transcript": list(self._transcript),
+                "queue": list(self._queue),
+            }
+        )
