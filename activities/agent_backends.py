@@ -95,7 +95,7 @@ PythonAgentFn = Callable[[AgentRequest, list[Turn]], Awaitable[str | AgentReply]
 
 
 class PythonAgent:
-    """An async function ``fn(request, transcript) -> str | AgentReply`` named ``module:callable``."""
+    """``module:callable`` naming ``async fn(request, transcript) -> str | AgentReply``."""
 
     def __init__(self, target: str) -> None:
         module_name, _, attr = target.partition(":")

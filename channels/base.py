@@ -93,7 +93,11 @@ class Channel(Protocol):
     """A platform adapter, shared by the gateway (inbound) and the worker (push)."""
 
     name: str
-    settings: ChannelSettings
+
+    @property
+    def settings(self) -> ChannelSettings:
+        """The channel's configuration section (read-only, so adapters may narrow it)."""
+        ...
 
     async def receive(self, http: InboundHttp) -> InboundOutcome:
         """Verify and parse one inbound request. Must not raise."""
