@@ -1,25 +1,214 @@
-"""End to end through the gateway: signed webhook in, agent, signed webhook out."""
+"""End to end through the gateway: signed webhook in, echo agent, signed webhook out."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 
+from temporalio.client import WorkflowExecutionStatus
+
+from hosting.models import DeliveryState, RunStatus, RunView
 from tests.conftest import Stack
-from tests.support import webhook_headers, webhook_message
+from tests.support import eventually, webhook_headers, webhook_message
+
+
+async def post_message(
+    stack: Stack, msg_id: str, text: str, user: str = "alice", conv: str = "c1"
+) -> dict[str, object]:
+    body = webhook_message(user, conv, text)
+    resp = await stack.http.post(
+        "/channels/webhook", data=body, headers=webhook_headers(body, msg_id)
+    )
+    assert resp.status == 202, await resp.text()
+    result: dict[str, object] = await resp.json()
+    return result
+
+
+async def run_view(stack: Stack, run_id: str) -> RunView:
+    view: RunView = await stack.client.get_workflow_handle(run_id).query(
+        "view", result_type=RunView
+    )
+    return view
 
 
 async def test_signed_webhook_is_answered_by_a_signed_push(stack: Stack) -> None:
-    body = webhook_message("alice", "c1", "hello")
-    resp = await stack.http.post(
-        "/channels/webhook", data=body, headers=webhook_headers(body, "msg_1")
-    )
-    assert resp.status == 202, await resp.text()
-    ack = await resp.json()
+    ack = await post_message(stack, "msg_1", "hello")
     assert ack["run_id"] == "run/default/webhook/msg_1"
     [push] = await stack.receiver.wait_for(1)
     assert push["text"] == "echo: hello"
     assert push["phase"] == "response"
     assert push["user"] == {"id": "alice"}
+    assert push["conversation"]["id"] == "c1"  # type: ignore[index]
     assert push["run_id"] == "run/default/webhook/msg_1"
     assert stack.receiver.ids == ["run/default/webhook/msg_1:webhook:response"]
-    assert json.loads(body)["text"] == "hello"
+    assert stack.receiver.bad_signatures == 0
+
+    async def delivered() -> bool:
+        view = await run_view(stack, "run/default/webhook/msg_1")
+        return bool(view.deliveries) and view.deliveries[0].state is DeliveryState.DELIVERED
+
+    await eventually(delivered)
+    view = await run_view(stack, "run/default/webhook/msg_1")
+    assert view.status is RunStatus.COMPLETED
+    assert view.output_text == "echo: hello"
+
+
+async def test_redelivered_webhook_is_answered_once(stack: Stack) -> None:
+    body = webhook_message("bob", "c2", "only once")
+    first = await stack.http.post(
+        "/channels/webhook", data=body, headers=webhook_headers(body, "msg_dup")
+    )
+    assert first.status == 202
+    await stack.receiver.wait_for(1)
+    # The sender retries with the same webhook-id and a fresh timestamp and signature.
+    for _ in range(3):
+        again = await stack.http.post(
+            "/channels/webhook", data=body, headers=webhook_headers(body, "msg_dup")
+        )
+        assert again.status == 202
+        # Temporal answers a repeated update id with the first answer: the same run.
+        assert (await again.json())["run_id"] == "run/default/webhook/msg_dup"
+    # A later, different message proves the receiver saw everything before it.
+    await post_message(stack, "msg_after", "later", user="bob", conv="c2")
+    received = await stack.receiver.wait_for(2)
+    assert [r["text"] for r in received] == ["echo: only once", "echo: later"]
+
+
+async def test_five_messages_in_one_conversation_are_answered_in_order(stack: Stack) -> None:
+    texts = [f"m{i}" for i in range(5)]
+    for i, text in enumerate(texts):
+        await post_message(stack, f"order_{i}", text, user="carol", conv="c3")
+    received = await stack.receiver.wait_for(5)
+    assert [r["text"] for r in received] == [f"echo: {t}" for t in texts]
+
+
+async def test_concurrent_submissions_keep_arrival_order(stack: Stack) -> None:
+    # Posted concurrently; the session serialises them in the order Temporal accepted them.
+    results = await asyncio.gather(
+        *(post_message(stack, f"conc_{i}", f"c{i}", user="dave", conv="c4") for i in range(4))
+    )
+    assert len({r["run_id"] for r in results}) == 4
+    received = await stack.receiver.wait_for(4)
+    assert sorted(r["text"] for r in received) == [f"echo: c{i}" for i in range(4)]
+    assert len(stack.receiver.ids) == len(set(stack.receiver.ids)) == 4
+
+
+async def test_agent_sees_the_transcript_of_earlier_turns(stack: Stack) -> None:
+    await post_message(stack, "t_1", "first", user="erin", conv="c5")
+    await stack.receiver.wait_for(1)
+    await post_message(stack, "t_2", "second", user="erin", conv="c5")
+    await stack.receiver.wait_for(2)
+    history = await stack.client.get_workflow_handle("run/default/webhook/t_2").fetch_history()
+    # The run input is encrypted at rest; decode it through the data converter to check.
+    started = history.events[0].workflow_execution_started_event_attributes
+    [inp] = await stack.client.data_converter.decode(started.input.payloads, [object])
+    transcript = inp["transcript"]  # type: ignore[index]
+    assert [t["text"] for t in transcript] == ["first", "echo: first"]
+
+
+async def test_bad_signature_is_401_and_starts_nothing(stack: Stack) -> None:
+    body = webhook_message("mallory", "c6", "forged")
+    headers = webhook_headers(body, "msg_forged")
+    headers["webhook-signature"] = "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+    resp = await stack.http.post("/channels/webhook", data=body, headers=headers)
+    assert resp.status == 401
+    stale = webhook_headers(body, "msg_stale", timestamp=int(time.time()) - 600)
+    resp = await stack.http.post("/channels/webhook", data=body, headers=stale)
+    assert resp.status == 401
+    tampered = webhook_headers(body, "msg_tampered")
+    resp = await stack.http.post("/channels/webhook", data=body + b" ", headers=tampered)
+    assert resp.status == 401
+    for wid in (
+        "run/default/webhook/msg_forged",
+        "run/default/webhook/msg_stale",
+        "session/default/webhook:mallory",
+    ):
+        try:
+            await stack.client.get_workflow_handle(wid).describe()
+        except Exception as exc:  # the server says it does not exist
+            assert "not found" in str(exc).lower()
+        else:
+            raise AssertionError(f"{wid} exists")
+
+
+async def test_malformed_bodies_are_4xx_with_a_reason(stack: Stack) -> None:
+    cases = [
+        b"not json",
+        b"{}",
+        json.dumps(
+            {"type": "message", "user": {"id": ""}, "conversation": {"id": "c"}, "text": "x"}
+        ).encode(),
+        json.dumps(
+            {"type": "message", "user": {"id": "a/b"}, "conversation": {"id": "c"}, "text": "x"}
+        ).encode(),
+        json.dumps(
+            {"type": "message", "user": {"id": "a..b"}, "conversation": {"id": "c"}, "text": "x"}
+        ).encode(),
+        json.dumps({"type": "other"}).encode(),
+        json.dumps([1, 2, 3]).encode(),
+    ]
+    for body in cases:
+        resp = await stack.http.post("/channels/webhook", data=body, headers=webhook_headers(body))
+        assert 400 <= resp.status < 500, (body, resp.status)
+        assert (await resp.json())["error"]
+    too_big = b"x" * (stack.settings.gateway.max_body_bytes + 1)
+    resp = await stack.http.post(
+        "/channels/webhook", data=too_big, headers=webhook_headers(too_big)
+    )
+    assert resp.status == 413
+    resp = await stack.http.post("/channels/nope", data=b"{}")
+    assert resp.status == 404
+
+
+async def test_permanent_rejection_is_dead_lettered_on_the_run(stack: Stack) -> None:
+    stack.receiver.fail_next.extend([400])
+    ack = await post_message(stack, "msg_reject", "nobody home", user="frank", conv="c7")
+    run_id = str(ack["run_id"])
+
+    async def dead() -> bool:
+        view = await run_view(stack, run_id)
+        return bool(view.deliveries) and view.deliveries[0].state is DeliveryState.DEAD_LETTER
+
+    await eventually(dead)
+    view = await run_view(stack, run_id)
+    assert view.deliveries[0].reason == "PushRejected"
+    assert view.deliveries[0].attempts == 1
+    desc = await stack.client.get_workflow_handle(run_id).describe()
+    assert (
+        desc.typed_search_attributes.get(
+            __import__("hosting.search_attributes", fromlist=["x"]).DELIVERY_STATE
+        )
+        == "dead_letter"
+    )
+    assert stack.receiver.received == []
+
+
+async def test_transient_failures_and_rate_limits_are_retried_then_delivered_once(
+    stack: Stack,
+) -> None:
+    stack.receiver.fail_next.extend([503, 429, 502])
+    ack = await post_message(stack, "msg_flaky", "persist", user="gina", conv="c8")
+    [push] = await stack.receiver.wait_for(1, timeout=60)
+    assert push["text"] == "echo: persist"
+    assert stack.receiver.fail_next == []
+
+    async def delivered() -> bool:
+        view = await run_view(stack, str(ack["run_id"]))
+        return bool(view.deliveries) and view.deliveries[0].state is DeliveryState.DELIVERED
+
+    await eventually(delivered)
+    view = await run_view(stack, str(ack["run_id"]))
+    assert view.deliveries[0].attempts == 4
+    assert stack.receiver.ids == [f"{ack['run_id']}:webhook:response"]
+
+
+async def test_health_readiness_and_metrics(stack: Stack) -> None:
+    assert (await stack.http.get("/healthz")).status == 200
+    ready = await stack.http.get("/readyz")
+    assert ready.status == 200
+    await post_message(stack, "msg_metrics", "count me", user="hank", conv="c9")
+    text = await (await stack.http.get("/metrics")).text()
+    assert 'switchboard_inbound_total{channel="webhook",outcome="accepted"}' in text
+    desc = await stack.client.get_workflow_handle("run/default/webhook/msg_metrics").describe()
+    assert desc.status in (WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.COMPLETED)
