@@ -10,7 +10,7 @@ from activities.agent_backends import AgentBackend
 from hosting.models import AgentReply, AgentRequest
 from workflows.names import INVOKE_AGENT
 
-HEARTBEAT_EVERY_S = 5.0
+HEARTBEAT_EVERY_S = 1.0  # the SDK throttles the actual calls to the server
 
 
 class AgentActivities:

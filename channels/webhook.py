@@ -93,7 +93,10 @@ class WebhookChannel(BaseChannel):
     def acknowledge(self, request: ChannelRequest, result: SubmitResult) -> HttpAnswer:
         if not result.accepted:
             return json_answer(409, {"error": result.reason or "busy", "run_id": result.run_id})
-        return json_answer(202, {"run_id": result.run_id, "duplicate": result.duplicate})
+        return json_answer(
+            202,
+            {"run_id": result.run_id, "duplicate": result.duplicate, "deferred": result.deferred},
+        )
 
     async def push(self, http: aiohttp.ClientSession, push: PushRequest) -> ChannelAck:
         url = self.settings.callback_url

@@ -9,7 +9,11 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -18,7 +22,7 @@ from temporalio.common import (
 
 from channels.base import Channel
 from hosting import search_attributes as sa
-from hosting.ids import identity_hash, isolation_key, session_workflow_id
+from hosting.ids import identity_hash, isolation_key, run_workflow_id, session_workflow_id
 from hosting.models import (
     ChannelRequest,
     DeliveryPolicy,
@@ -28,6 +32,7 @@ from hosting.models import (
     SubmitResult,
 )
 from hosting.settings import ChannelSettings, Settings
+from workflows.names import SUBMIT_LATER_SIGNAL
 from workflows.session import SessionWorkflow
 
 
@@ -44,6 +49,7 @@ def run_options(settings: Settings, channel: ChannelSettings) -> RunOptions:
         ),
         echo_input=channel.echo_input,
         agent_timeout_s=settings.agent.timeout_s,
+        agent_heartbeat_s=settings.agent.heartbeat_timeout_s,
         max_duration_s=settings.agent.max_duration_s,
         continuation_s=settings.runs.continuation_s,
         transcript_turns=settings.agent.transcript_turns,
@@ -81,32 +87,59 @@ async def submit(
 ) -> SubmitResult:
     """Update-with-start ``SessionWorkflow.submit``; the update id is the message key."""
     req = inp.request
+    state = SessionState(
+        tenant=req.tenant,
+        isolation_key=inp.isolation_key,
+        identity_hash=inp.identity_hash,
+        channel=req.channel,
+    )
+    session_id = session_workflow_id(req.tenant, inp.isolation_key)
+    attributes = TypedSearchAttributes(
+        [
+            SearchAttributePair(sa.TENANT, req.tenant),
+            SearchAttributePair(sa.CHANNEL, req.channel),
+            SearchAttributePair(sa.IDENTITY_HASH, inp.identity_hash),
+        ]
+    )
     start = WithStartWorkflowOperation(
         SessionWorkflow.run,
-        SessionState(
-            tenant=req.tenant,
-            isolation_key=inp.isolation_key,
-            identity_hash=inp.identity_hash,
-            channel=req.channel,
-        ),
-        id=session_workflow_id(req.tenant, inp.isolation_key),
+        state,
+        id=session_id,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         task_queue=settings.temporal.task_queue,
-        search_attributes=TypedSearchAttributes(
-            [
-                SearchAttributePair(sa.TENANT, req.tenant),
-                SearchAttributePair(sa.CHANNEL, req.channel),
-                SearchAttributePair(sa.IDENTITY_HASH, inp.identity_hash),
-            ]
-        ),
+        search_attributes=attributes,
     )
-    return await asyncio.wait_for(
-        client.execute_update_with_start_workflow(
-            SessionWorkflow.submit,
-            inp,
-            start_workflow_operation=start,
-            id=f"{req.channel}:{req.message_key}",
-            rpc_timeout=timedelta(seconds=timeout_s),
+    # The update answers in milliseconds when a worker is up (and says "duplicate" or "busy").
+    # It needs a worker, though; when none answers in time the message is recorded by
+    # signal-with-start instead, which the server persists on its own.
+    update_timeout = timeout_s * 0.6
+    try:
+        return await asyncio.wait_for(
+            client.execute_update_with_start_workflow(
+                SessionWorkflow.submit,
+                inp,
+                start_workflow_operation=start,
+                id=f"{req.channel}:{req.message_key}",
+                rpc_timeout=timedelta(seconds=update_timeout),
+            ),
+            update_timeout,
+        )
+    except (WorkflowUpdateRPCTimeoutOrCancelledError, asyncio.TimeoutError):
+        pass
+    await asyncio.wait_for(
+        client.start_workflow(
+            SessionWorkflow.run,
+            state,
+            id=session_id,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            task_queue=settings.temporal.task_queue,
+            search_attributes=attributes,
+            start_signal=SUBMIT_LATER_SIGNAL,
+            start_signal_args=[inp],
+            rpc_timeout=timedelta(seconds=timeout_s - update_timeout),
         ),
-        timeout_s,
+        timeout_s - update_timeout,
+    )
+    return SubmitResult(
+        run_id=run_workflow_id(req.tenant, req.channel, req.message_key), deferred=True
     )

@@ -100,6 +100,7 @@ class RunOptions(Frozen):
     delivery: DeliveryPolicy = Field(default_factory=DeliveryPolicy)
     echo_input: bool = False
     agent_timeout_s: float = 300.0
+    agent_heartbeat_s: float = 10.0
     max_duration_s: float = 3600.0
     continuation_s: float = 86400.0
     transcript_turns: int = 20
@@ -119,6 +120,7 @@ class SubmitResult(Frozen):
     run_id: str
     accepted: bool = True
     duplicate: bool = False
+    deferred: bool = False  # recorded by signal while no worker answered; runs when one does
     reason: str | None = None
     position: int = 0
 

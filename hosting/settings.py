@@ -121,6 +121,9 @@ class AgentSettings(_Section):
     system_prompt: str = "You are a helpful assistant."
     callable: str | None = Field(default=None, description="module:callable for kind = python")
     timeout_s: float = Field(default=300.0, gt=0)
+    heartbeat_timeout_s: float = Field(
+        default=10.0, ge=2, description="a worker that died mid-call is noticed after this long"
+    )
     max_duration_s: float = Field(default=3600.0, gt=0)
     transcript_turns: int = Field(default=20, ge=0, le=500)
 

@@ -22,6 +22,9 @@ from tests.support import Receiver, make_settings, start_receiver, temporal_bin
 from worker import build_worker
 
 
+SUGGEST_CAN_AFTER_EVENTS = 60
+
+
 @pytest.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     settings = make_settings("unused", "unused")
@@ -32,6 +35,9 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_extra_args=[
             "--dynamic-config-value",
             "history.transferProcessorMaxPollRPS=1000",
+            # Sessions continue-as-new after a few turns, so every test exercises it.
+            "--dynamic-config-value",
+            f"limit.historyCount.suggestContinueAsNew={SUGGEST_CAN_AFTER_EVENTS}",
         ],
     )
     yield env

@@ -3,6 +3,7 @@
 INVOKE_AGENT = "invoke_agent"
 PUSH_REPLY = "push_reply"
 RUN_FINISHED_SIGNAL = "run_finished"
+SUBMIT_LATER_SIGNAL = "submit_later"
 
 # Error types raised by activities that must not be retried.
 AGENT_REJECTED = "AgentRejected"

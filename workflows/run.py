@@ -79,7 +79,7 @@ class AgentRunWorkflow:
                 result_type=AgentReply,
                 start_to_close_timeout=timedelta(seconds=opts.agent_timeout_s),
                 schedule_to_close_timeout=timedelta(seconds=opts.max_duration_s),
-                heartbeat_timeout=timedelta(seconds=30),
+                heartbeat_timeout=timedelta(seconds=opts.agent_heartbeat_s),
                 retry_policy=RetryPolicy(
                     initial_interval=timedelta(seconds=1),
                     maximum_interval=timedelta(seconds=30),

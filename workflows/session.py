@@ -118,6 +118,20 @@ class SessionWorkflow:
 
     @workflow.update
     async def submit(self, item: SubmitInput) -> SubmitResult:
+        return await self._admit(item)
+
+    @workflow.signal(name=names.SUBMIT_LATER_SIGNAL)
+    async def submit_later(self, item: SubmitInput) -> None:
+        """The same as ``submit``, sent by the gateway when no worker answered the update in
+        time: a signal is durable without a worker, and the key set makes the pair one run."""
+        try:
+            self._validate_submit(item)
+        except ApplicationError:
+            workflow.logger.warning("refused a deferred submission")
+            return
+        await self._admit(item)
+
+    async def _admit(self, item: SubmitInput) -> SubmitResult:
         request = item.request
         run_id = run_workflow_id(request.tenant, request.channel, request.message_key)
         key = f"{request.channel}:{request.message_key}"

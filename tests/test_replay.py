@@ -1,0 +1,75 @@
+"""Replaying recorded histories with today's workflow code must not fail.
+
+Histories under ``tests/histories`` were recorded from real runs on the dev server; a change
+to workflow code that would break running workflows fails here. Set
+``SWITCHBOARD_RECORD_HISTORIES=1`` to record fresh ones next to them (never overwrite old ones:
+they are the contract with executions already running in production).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
+
+from tests.conftest import Stack
+from hosting.converter import build_data_converter
+from hosting.models import RunView
+from tests.support import eventually, make_settings, webhook_headers, webhook_message
+from worker import WORKFLOWS, workflow_runner
+
+HISTORIES = Path(__file__).parent / "histories"
+
+
+async def each(histories: list[WorkflowHistory]) -> AsyncIterator[WorkflowHistory]:
+    for history in histories:
+        yield history
+
+
+def replayer() -> Replayer:
+    return Replayer(
+        workflows=WORKFLOWS,
+        data_converter=build_data_converter(make_settings("x", "x").security),
+        workflow_runner=workflow_runner(),
+    )
+
+
+async def test_fresh_histories_replay(stack: Stack) -> None:
+    stack.receiver.fail_next.extend([503, 400])  # one retried push, then one dead letter
+    for i, text in enumerate(["one", "two", "three"]):
+        body = webhook_message("replay", "r1", text)
+        resp = await stack.http.post(
+            "/channels/webhook", data=body, headers=webhook_headers(body, f"replay_{i}")
+        )
+        assert resp.status == 202
+    await stack.receiver.wait_for(2, timeout=60)
+    ids = ["session/default/webhook:replay"] + [f"run/default/webhook/replay_{i}" for i in range(3)]
+
+    async def settled() -> bool:
+        views = [
+            await stack.client.get_workflow_handle(wid).query("view", result_type=RunView)
+            for wid in ids[1:]
+        ]
+        return all(v.deliveries and v.deliveries[0].state != "pending" for v in views)
+
+    await eventually(settled, timeout=60)
+    histories = [await stack.client.get_workflow_handle(wid).fetch_history() for wid in ids]
+    result = await replayer().replay_workflows(each(histories), raise_on_replay_failure=False)
+    assert result.replay_failures == {}
+    if os.environ.get("SWITCHBOARD_RECORD_HISTORIES"):
+        HISTORIES.mkdir(exist_ok=True)
+        for wid, history in zip(ids, histories, strict=True):
+            name = wid.replace("/", "_").replace(":", "_") + ".json"
+            (HISTORIES / name).write_text(history.to_json())
+
+
+async def test_recorded_histories_replay() -> None:
+    files = sorted(HISTORIES.glob("*.json"))
+    assert files, "no recorded histories: record them with SWITCHBOARD_RECORD_HISTORIES=1"
+    histories = [WorkflowHistory.from_json(f.stem, json.loads(f.read_text())) for f in files]
+    result = await replayer().replay_workflows(each(histories), raise_on_replay_failure=False)
+    assert result.replay_failures == {}

@@ -1,0 +1,154 @@
+"""A worker killed with SIGKILL mid-run and restarted still delivers every reply exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from temporalio.client import Client
+
+from gateway import build_app
+from tests.conftest import temporal_address
+from tests.support import (
+    CODEC_KEY,
+    SIGNING_KEY,
+    WEBHOOK_SECRET,
+    Receiver,
+    eventually,
+    make_settings,
+    webhook_headers,
+    webhook_message,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def write_config(path: Path, address: str, task_queue: str, callback_url: str) -> None:
+    path.write_text(
+        f"""
+[temporal]
+address = "{address}"
+task_queue = "{task_queue}"
+[security]
+signing_key = "{SIGNING_KEY}"
+codec_keys = ["{CODEC_KEY}"]
+[gateway]
+log_format = "console"
+[agent]
+kind = "echo"
+delay_ms = 1500
+heartbeat_timeout_s = 3
+[delivery]
+initial_interval_s = 0.2
+max_interval_s = 1.0
+timeout_s = 2
+[runs]
+continuation_s = 30
+[channels.webhook]
+secret = "{WEBHOOK_SECRET}"
+callback_url = "{callback_url}"
+"""
+    )
+
+
+class WorkerProcess:
+    def __init__(self, config: Path, log: Path) -> None:
+        self._config = config
+        self._log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "SWITCHBOARD_CONFIG": str(self._config)}
+        with self._log.open("ab") as out:
+            self.proc = subprocess.Popen(  # noqa: S603
+                [sys.executable, str(ROOT / "worker.py")], env=env, stdout=out, stderr=out, cwd=ROOT
+            )
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture
+def worker_process(
+    tmp_path: Path, client: Client, receiver: Receiver
+) -> Iterator[tuple[WorkerProcess, str]]:
+    tq = f"tq-crash-{uuid.uuid4().hex}"
+    config = tmp_path / "switchboard.toml"
+    write_config(config, temporal_address(client), tq, receiver.url)
+    worker = WorkerProcess(config, tmp_path / "worker.log")
+    yield worker, tq
+    worker.stop()
+
+
+@pytest.fixture
+async def gateway_http(
+    client: Client, worker_process: tuple[WorkerProcess, str]
+) -> AsyncIterator[TestClient]:
+    _, tq = worker_process
+    settings = make_settings(tq, temporal_address(client))
+    async with TestClient(TestServer(build_app(settings, client=client), host="127.0.0.1")) as http:
+        yield http
+
+
+async def test_sigkilled_worker_loses_and_duplicates_nothing(
+    worker_process: tuple[WorkerProcess, str], gateway_http: TestClient, receiver: Receiver
+) -> None:
+    worker, _ = worker_process
+    worker.start()
+    expected: set[str] = set()
+    count = 8
+    for i in range(count):
+        body = webhook_message(f"user{i % 3}", f"conv{i % 3}", f"msg {i}")
+        msg_id = f"crash_{i}"
+        resp = await gateway_http.post(
+            "/channels/webhook", data=body, headers=webhook_headers(body, msg_id)
+        )
+        assert resp.status == 202
+        expected.add(f"run/default/webhook/{msg_id}:webhook:response")
+    # Kill while runs are in flight: at least one reply is out, most are not.
+    await receiver.wait_for(1, timeout=60)
+    worker.kill()
+    delivered_before = len(receiver.received)
+    assert delivered_before < count
+    # Messages keep arriving while no worker runs; Temporal holds them.
+    body = webhook_message("late", "late", "while down")
+    resp = await gateway_http.post(
+        "/channels/webhook", data=body, headers=webhook_headers(body, "crash_late")
+    )
+    assert resp.status == 202
+    expected.add("run/default/webhook/crash_late:webhook:response")
+    await asyncio.sleep(0)
+    worker.start()
+
+    async def all_delivered() -> bool:
+        return set(receiver.ids) >= expected
+
+    await eventually(all_delivered, timeout=120)
+    per_key = Counter(receiver.ids)
+    assert set(per_key) == expected
+    # Exactly once per idempotency key; a push repeated after a crash reuses its key.
+    assert len({(r["run_id"], r["text"]) for r in receiver.received}) == len(expected)
+    texts = sorted(
+        str(r["text"]) for r in receiver.received if r["run_id"] != "run/default/webhook/crash_late"
+    )
+    assert set(texts) == {f"echo: msg {i}" for i in range(count)}
