@@ -124,7 +124,7 @@ async def submit(
             ),
             update_timeout,
         )
-    except (WorkflowUpdateRPCTimeoutOrCancelledError, asyncio.TimeoutError):
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
         pass
     await asyncio.wait_for(
         client.start_workflow(

@@ -21,7 +21,6 @@ from hosting.settings import Settings
 from tests.support import Receiver, make_settings, start_receiver, temporal_bin
 from worker import build_worker
 
-
 SUGGEST_CAN_AFTER_EVENTS = 60
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from tests.conftest import Stack
 from hosting.converter import build_data_converter
 from hosting.models import RunView
+from tests.conftest import Stack
 from tests.support import eventually, make_settings, webhook_headers, webhook_message
 from worker import WORKFLOWS, workflow_runner
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import standardwebhooks
@@ -30,7 +30,7 @@ def test_our_signature_matches_the_reference(msg_id: str, body: bytes) -> None:
         text = body.decode()
     except UnicodeDecodeError:
         return
-    assert ours == ref.sign(msg_id, datetime.fromtimestamp(ts, timezone.utc), text)
+    assert ours == ref.sign(msg_id, datetime.fromtimestamp(ts, UTC), text)
 
 
 def test_reference_verifies_what_we_sign() -> None:

@@ -70,7 +70,7 @@ class WorkerProcess:
     def start(self) -> None:
         env = {**os.environ, "SWITCHBOARD_CONFIG": str(self._config)}
         with self._log.open("ab") as out:
-            self.proc = subprocess.Popen(  # noqa: S603
+            self.proc = subprocess.Popen(
                 [sys.executable, str(ROOT / "worker.py")], env=env, stdout=out, stderr=out, cwd=ROOT
             )
 

@@ -1,0 +1,175 @@
+"""``switchboard``: one command-line tool for developers and operators.
+
+Operator commands show metadata (statuses, delivery states, counts, hashes), never message
+content, so support can work without reading anyone's messages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from hosting.settings import ConfigError, Settings, load_settings
+
+
+def _settings(require_keys: bool = True) -> Settings:
+    # Locally, the configuration `switchboard dev` generated is the natural default.
+    if not os.environ.get("SWITCHBOARD_CONFIG") and not Path("switchboard.toml").is_file():
+        if Path(".data/switchboard.toml").is_file():
+            os.environ["SWITCHBOARD_CONFIG"] = ".data/switchboard.toml"
+    try:
+        settings = load_settings()
+        if require_keys:
+            settings.require_keys()
+        return settings
+    except ConfigError as exc:
+        sys.exit(f"switchboard: configuration error: {exc}")
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from hosting.devstack import run_dev
+
+    return asyncio.run(run_dev())
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from channels.registry import build_registry
+
+    settings = _settings()
+    try:
+        registry = build_registry(settings)
+    except ConfigError as exc:
+        sys.exit(f"switchboard: configuration error: {exc}")
+    print("configuration ok")
+    print(
+        f"  temporal   {settings.temporal.address}  namespace={settings.temporal.namespace}"
+        f"  task_queue={settings.temporal.task_queue}"
+    )
+    print(f"  gateway    {settings.gateway.public_url}")
+    print(f"  agent      {settings.agent.kind}")
+    print(f"  channels   {', '.join(registry.names()) or '(none)'}")
+    print(f"  codec keys {', '.join(k for k, _ in settings.security.codec_key_pairs())}")
+    return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from hosting.devstack import send_message
+
+    return asyncio.run(send_message(_settings(), args.text, args.user, args.wait))
+
+
+async def _show_run(settings: Settings, run_id: str) -> int:
+    from temporalio.service import RPCError
+
+    from hosting.models import RunView
+    from hosting.temporal_client import connect
+
+    client = await connect(settings)
+    handle = client.get_workflow_handle(run_id)
+    try:
+        desc = await handle.describe()
+        view = await handle.query("view", result_type=RunView)
+    except RPCError as exc:
+        print(f"switchboard: {run_id}: {exc.message}", file=sys.stderr)
+        return 1
+    print(f"run          {view.run_id}")
+    print(f"workflow     {desc.status.name if desc.status else 'unknown'}")
+    print(f"status       {view.status.value}")
+    print(f"channel      {view.channel}")
+    print(f"created      {view.created_at.isoformat()}")
+    print(f"updated      {view.updated_at.isoformat()}")
+    print(f"output       {len(view.output_text or '')} characters")
+    if view.error:
+        print(f"error        {view.error}")
+    for d in view.deliveries:
+        reason = f" ({d.reason})" if d.reason else ""
+        print(f"delivery     {d.destination}: {d.state.value}, {d.attempts} attempt(s){reason}")
+    if settings.temporal.ui_url:
+        from urllib.parse import quote
+
+        ns = settings.temporal.namespace
+        wid = quote(run_id, safe="")
+        print(f"web ui       {settings.temporal.ui_url}/namespaces/{ns}/workflows/{wid}")
+    return 0
+
+
+def cmd_runs_show(args: argparse.Namespace) -> int:
+    return asyncio.run(_show_run(_settings(), args.run_id))
+
+
+async def _cancel_run(settings: Settings, run_id: str) -> int:
+    from hosting.temporal_client import connect
+
+    client = await connect(settings)
+    await client.get_workflow_handle(run_id).cancel()
+    print(f"cancellation requested for {run_id}")
+    return 0
+
+
+def cmd_runs_cancel(args: argparse.Namespace) -> int:
+    return asyncio.run(_cancel_run(_settings(), args.run_id))
+
+
+async def _list_dead_letters(settings: Settings, limit: int) -> int:
+    from hosting.temporal_client import connect
+
+    client = await connect(settings)
+    query = 'SwitchboardDeliveryState = "dead_letter"'
+    count = 0
+    async for wf in client.list_workflows(query, limit=limit):
+        state = wf.status.name if wf.status else "?"
+        print(f"{wf.id}  started={wf.start_time.isoformat()}  workflow={state}")
+        count += 1
+    print(f"{count} run(s) with dead-lettered deliveries")
+    return 0
+
+
+def cmd_dead_letters_list(args: argparse.Namespace) -> int:
+    return asyncio.run(_list_dead_letters(_settings(), args.limit))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("dev", help="run everything on the embedded Temporal dev server").set_defaults(
+        fn=cmd_dev
+    )
+    sub.add_parser("check-config", help="validate the configuration").set_defaults(
+        fn=cmd_check_config
+    )
+    send = sub.add_parser("send", help="send a signed webhook message and wait for the reply")
+    send.add_argument("text")
+    send.add_argument("--user", default="cli-user")
+    send.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the reply")
+    send.set_defaults(fn=cmd_send)
+
+    runs = sub.add_parser("runs", help="inspect and cancel runs (metadata only)")
+    runs_sub = runs.add_subparsers(dest="runs_command", required=True)
+    show = runs_sub.add_parser("show", help="status and delivery states of one run")
+    show.add_argument("run_id")
+    show.set_defaults(fn=cmd_runs_show)
+    cancel = runs_sub.add_parser("cancel", help="cancel a run")
+    cancel.add_argument("run_id")
+    cancel.set_defaults(fn=cmd_runs_cancel)
+
+    dead = sub.add_parser("dead-letters", help="runs whose replies could not be delivered")
+    dead_sub = dead.add_subparsers(dest="dead_command", required=True)
+    lst = dead_sub.add_parser("list", help="list runs with dead-lettered deliveries")
+    lst.add_argument("--limit", type=int, default=100)
+    lst.set_defaults(fn=cmd_dead_letters_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.fn(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
