@@ -18,9 +18,14 @@ from hosting.settings import ConfigError, Settings, load_settings
 
 def _settings(require_keys: bool = True) -> Settings:
     # Locally, the configuration `switchboard dev` generated is the natural default.
-    if not os.environ.get("SWITCHBOARD_CONFIG") and not Path("switchboard.toml").is_file():
-        if Path(".data/switchboard.toml").is_file():
-            os.environ["SWITCHBOARD_CONFIG"] = ".data/switchboard.toml"
+    dev_config = Path(".data/switchboard.toml")
+    user_config = Path("switchboard.toml")
+    if (
+        not os.environ.get("SWITCHBOARD_CONFIG")
+        and not user_config.is_file()
+        and dev_config.is_file()
+    ):
+        os.environ["SWITCHBOARD_CONFIG"] = str(dev_config)
     try:
         settings = load_settings()
         if require_keys:
