@@ -23,6 +23,7 @@ from temporalio.service import RPCError
 
 from channels.base import Accepted, Answered, Channel, HttpAnswer, InboundHttp, Refused
 from channels.registry import ChannelRegistry, build_registry
+from hosting.codec_server import CodecServer
 from hosting.ids import InvalidKey
 from hosting.intake import build_submission, submit
 from hosting.logs import configure_logging, get_logger
@@ -180,6 +181,8 @@ def build_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    if settings.security.codec_keys:
+        CodecServer(settings.security).add_routes(app)
     return app
 
 

@@ -55,6 +55,10 @@ log_format = "console"
 [security]
 signing_key = "{_b64(32)}"
 codec_keys = ["dev1:{_b64(32)}"]
+# The Web UI decodes payloads through the gateway's codec server. Locally it needs no token;
+# "support" shows payloads with message content redacted, "admin" shows everything.
+codec_open_role = "support"
+codec_cors_origins = ["http://127.0.0.1:{UI_PORT}", "http://localhost:{UI_PORT}"]
 
 [agent]
 kind = "echo"
@@ -176,6 +180,7 @@ async def run_dev() -> int:
                 "--sqlite-pragma", "journal_mode=wal",
                 "--sqlite-pragma", "synchronous=normal",
                 "--log-level", "error",
+                "--ui-codec-endpoint", settings.gateway.public_url.rstrip("/") + "/codec",
                 *search_attributes.dev_server_flags(),
             )  # fmt: skip
             await _wait_port(host, int(port), "the Temporal dev server", temporal)

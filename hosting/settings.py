@@ -68,11 +68,18 @@ def _decode_b64(value: str, what: str) -> bytes:
 class SecuritySettings(_Section):
     signing_key: SecretStr = SecretStr("")
     codec_keys: list[SecretStr] = Field(default_factory=list)
-    codec_auth_tokens: dict[str, SecretStr] = Field(
-        default_factory=dict,
-        description="bearer token -> role ('support' or 'admin') for the codec server",
+    codec_support_tokens: list[SecretStr] = Field(
+        default_factory=list, description="bearer tokens that decode with content redacted"
     )
-    codec_cors_origins: list[str] = Field(default_factory=list)
+    codec_admin_tokens: list[SecretStr] = Field(
+        default_factory=list, description="bearer tokens that decode everything"
+    )
+    codec_open_role: Literal["support", "admin"] | None = Field(
+        default=None, description="role granted without a token (local development only)"
+    )
+    codec_cors_origins: list[str] = Field(
+        default_factory=list, description="Web UI origins allowed to call the codec server"
+    )
 
     @field_validator("signing_key")
     @classmethod
