@@ -28,6 +28,7 @@ from hosting.ids import InvalidKey
 from hosting.intake import build_submission, submit
 from hosting.logs import configure_logging, get_logger
 from hosting.metrics import ACK_SECONDS, INBOUND
+from hosting.policy import Decision, check_policy, decide
 from hosting.settings import ConfigError, Settings, load_settings
 from hosting.temporal_client import connect
 
@@ -110,6 +111,16 @@ async def _inbound(request: web.Request, channel: Channel) -> web.StreamResponse
         INBOUND.labels(channel.name, "answered").inc()
         return to_response(outcome.answer)
     assert isinstance(outcome, Accepted)
+    decision = decide(
+        channel.settings,
+        settings.authorization.default,
+        outcome.request.user_id,
+        outcome.request.claims,
+    )
+    if decision is not Decision.ALLOWED:
+        INBOUND.labels(channel.name, decision.value).inc()
+        log.info("inbound not admitted", channel=channel.name, decision=decision.value)
+        return to_response(channel.refuse(outcome.request))
     try:
         submission = build_submission(settings, channel, outcome.request)
     except InvalidKey as exc:
@@ -162,6 +173,7 @@ def build_app(
     registry: ChannelRegistry | None = None,
 ) -> web.Application:
     """The whole gateway. Tests pass their own client and registry."""
+    check_policy(settings)
     app = web.Application(client_max_size=settings.gateway.max_body_bytes, middlewares=[safety_net])
     app[SETTINGS] = settings
     app[REGISTRY] = registry if registry is not None else build_registry(settings)
@@ -191,6 +203,7 @@ def main() -> None:
         settings = load_settings()
         settings.require_keys()
         registry = build_registry(settings)
+        check_policy(settings)
     except ConfigError as exc:
         sys.exit(f"switchboard gateway: configuration error: {exc}")
     configure_logging(settings.gateway.log_format)

@@ -111,6 +111,10 @@ class Channel(Protocol):
         """Conversation scope that decides the session a message belongs to."""
         ...
 
+    def refuse(self, request: ChannelRequest) -> HttpAnswer:
+        """The answer to a verified caller the policy does not admit (nothing is started)."""
+        ...
+
     async def push(self, http: aiohttp.ClientSession, push: PushRequest) -> ChannelAck:
         """Send one reply. Must not raise: every failure is an ack."""
         ...
@@ -130,6 +134,10 @@ class BaseChannel:
         return "per_user" if request.is_direct else "per_user_per_conversation"
 
     def acknowledge(self, request: ChannelRequest, result: SubmitResult) -> HttpAnswer:
+        return HttpAnswer(status=200)
+
+    def refuse(self, request: ChannelRequest) -> HttpAnswer:
+        # A 2xx: platforms would otherwise redeliver a message we will never accept.
         return HttpAnswer(status=200)
 
 

@@ -98,6 +98,9 @@ class WebhookChannel(BaseChannel):
             {"run_id": result.run_id, "duplicate": result.duplicate, "deferred": result.deferred},
         )
 
+    def refuse(self, request: ChannelRequest) -> HttpAnswer:
+        return json_answer(403, {"error": "forbidden"})
+
     async def push(self, http: aiohttp.ClientSession, push: PushRequest) -> ChannelAck:
         url = self.settings.callback_url
         if not url:

@@ -43,10 +43,12 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from channels.registry import build_registry
+    from hosting.policy import check_policy
 
     settings = _settings()
     try:
         registry = build_registry(settings)
+        check_policy(settings)
     except ConfigError as exc:
         sys.exit(f"switchboard: configuration error: {exc}")
     print("configuration ok")

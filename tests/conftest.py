@@ -18,7 +18,13 @@ from gateway import build_app
 from hosting import search_attributes as sa
 from hosting.converter import build_data_converter
 from hosting.settings import Settings
-from tests.support import Receiver, make_settings, start_receiver, temporal_bin
+from tests.support import (
+    WEBHOOK_SECRET,
+    Receiver,
+    make_settings,
+    start_receiver,
+    temporal_bin,
+)
 from worker import build_worker
 
 SUGGEST_CAN_AFTER_EVENTS = 60
@@ -96,10 +102,7 @@ async def stack(
         temporal_address(client),
         channels={
             "loopback": {},
-            "webhook": {
-                "secret": make_settings("x", "x").channels.webhook.secret.get_secret_value(),
-                "callback_url": receiver.url,
-            },  # type: ignore[union-attr]
+            "webhook": {"secret": WEBHOOK_SECRET, "callback_url": receiver.url},
             **channels,
         },
         **overrides,

@@ -6,11 +6,22 @@ import asyncio
 import json
 import time
 
-from temporalio.client import WorkflowExecutionStatus
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError
 
+from gateway import build_app
 from hosting.models import DeliveryState, RunStatus, RunView
-from tests.conftest import Stack
-from tests.support import eventually, webhook_headers, webhook_message
+from tests.conftest import Stack, temporal_address
+from tests.support import (
+    WEBHOOK_SECRET,
+    Receiver,
+    eventually,
+    make_settings,
+    webhook_headers,
+    webhook_message,
+)
 
 
 async def post_message(
@@ -210,5 +221,25 @@ async def test_health_readiness_and_metrics(stack: Stack) -> None:
     await post_message(stack, "msg_metrics", "count me", user="hank", conv="c9")
     text = await (await stack.http.get("/metrics")).text()
     assert 'switchboard_inbound_total{channel="webhook",outcome="accepted"}' in text
+    await stack.receiver.wait_for(1)  # the run starts after the ack; wait for its reply
     desc = await stack.client.get_workflow_handle("run/default/webhook/msg_metrics").describe()
     assert desc.status in (WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.COMPLETED)
+
+
+async def test_caller_outside_the_allowlist_is_refused_and_starts_nothing(
+    client: Client, receiver: Receiver
+) -> None:
+    settings = make_settings(
+        "tq-policy",
+        temporal_address(client),
+        channels={"webhook": {"secret": WEBHOOK_SECRET, "allow_native_ids": ["vip"]}},
+    )
+    async with TestClient(TestServer(build_app(settings, client=client), host="127.0.0.1")) as http:
+        body = webhook_message("stranger", "c10", "let me in")
+        resp = await http.post(
+            "/channels/webhook", data=body, headers=webhook_headers(body, "msg_stranger")
+        )
+        assert resp.status == 403
+        assert await resp.json() == {"error": "forbidden"}
+    with pytest.raises(RPCError, match="not found"):
+        await client.get_workflow_handle("session/default/webhook:stranger").describe()
