@@ -23,6 +23,7 @@ from temporalio.service import RPCError
 
 from channels.base import Accepted, Answered, Channel, HttpAnswer, InboundHttp, Refused
 from channels.registry import ChannelRegistry, build_registry
+from channels.web import WebChannel
 from hosting.codec_server import CodecServer
 from hosting.ids import InvalidKey
 from hosting.intake import build_submission, submit
@@ -31,6 +32,7 @@ from hosting.metrics import ACK_SECONDS, INBOUND
 from hosting.policy import Decision, check_policy, decide
 from hosting.settings import ConfigError, Settings, load_settings
 from hosting.temporal_client import connect
+from hosting.webchat import WebChat
 
 SETTINGS = web.AppKey("settings", Settings)
 REGISTRY = web.AppKey("registry", ChannelRegistry)
@@ -122,7 +124,9 @@ async def _inbound(request: web.Request, channel: Channel) -> web.StreamResponse
         log.info("inbound not admitted", channel=channel.name, decision=decision.value)
         return to_response(channel.refuse(outcome.request))
     try:
-        submission = build_submission(settings, channel, outcome.request)
+        submission = build_submission(
+            settings, channel, outcome.request, deliver_to_origin=not channel.pull
+        )
     except InvalidKey as exc:
         INBOUND.labels(channel.name, "invalid").inc()
         return error(400, str(exc))
@@ -195,6 +199,9 @@ def build_app(
     app.router.add_get("/metrics", metrics)
     if settings.security.codec_keys:
         CodecServer(settings.security).add_routes(app)
+    web_channel = app[REGISTRY].get("web")
+    if isinstance(web_channel, WebChannel):
+        WebChat(settings, web_channel, CLIENT).add_routes(app)
     return app
 
 

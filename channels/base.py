@@ -93,6 +93,8 @@ class Channel(Protocol):
     """A platform adapter, shared by the gateway (inbound) and the worker (push)."""
 
     name: str
+    pull: bool
+    """True for channels whose callers fetch replies (web page, HTTP API): nothing is pushed."""
 
     @property
     def settings(self) -> ChannelSettings:
@@ -124,6 +126,7 @@ class BaseChannel:
     """Defaults most adapters share."""
 
     name: str = ""
+    pull: bool = False
 
     def __init__(self, *, settings: ChannelSettings) -> None:
         self.settings = settings

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 from channels.base import Channel
 from hosting.settings import (
     ChannelSettings,
+    ConfigError,
     LoopbackChannelSettings,
     Settings,
+    WebChannelSettings,
     WebhookChannelSettings,
 )
 
@@ -41,21 +44,35 @@ class ChannelRegistry:
         return list(self._channels)
 
 
-def build_channel(name: str, settings: ChannelSettings) -> Channel:
+def build_channel(name: str, section: ChannelSettings, settings: Settings) -> Channel:
     """One adapter from its settings section; adapters are imported only when configured."""
-    if isinstance(settings, WebhookChannelSettings):
+    if isinstance(section, WebhookChannelSettings):
         from channels.webhook import WebhookChannel
 
-        return WebhookChannel(settings=settings)
-    if isinstance(settings, LoopbackChannelSettings):
+        return WebhookChannel(settings=section)
+    if isinstance(section, LoopbackChannelSettings):
         from channels.loopback import LoopbackChannel
 
-        return LoopbackChannel(settings=settings)
-    raise ValueError(f"channels.{name}: this build has no adapter for it yet")
+        return LoopbackChannel(settings=section)
+    if isinstance(section, WebChannelSettings):
+        from channels.web import WebChannel
+
+        settings.require_keys()
+        return WebChannel(
+            settings=section,
+            signing_key=settings.security.signing_key_bytes(),
+            origin=_origin(settings.gateway.public_url),
+        )
+    raise ConfigError(f"channels.{name}: this build has no adapter for it yet")
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def build_registry(settings: Settings) -> ChannelRegistry:
     registry = ChannelRegistry()
     for name, section in settings.channels.configured().items():
-        registry.register(build_channel(name, section))
+        registry.register(build_channel(name, section, settings))
     return registry

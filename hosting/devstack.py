@@ -63,6 +63,8 @@ codec_cors_origins = ["http://127.0.0.1:{UI_PORT}", "http://localhost:{UI_PORT}"
 [agent]
 kind = "echo"
 
+[channels.web]
+
 [channels.webhook]
 secret = "whsec_{_b64(24)}"
 callback_url = "{receiver}"

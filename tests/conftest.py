@@ -85,9 +85,10 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 @pytest.fixture
-def settings_overrides() -> dict[str, object]:
+def settings_overrides(request: pytest.FixtureRequest) -> dict[str, object]:
     """Override per test module or with ``@pytest.mark.parametrize(indirect=True)``."""
-    return {}
+    param: dict[str, object] = getattr(request, "param", {})
+    return param
 
 
 @pytest.fixture

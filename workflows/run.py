@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from hosting import search_attributes as sa
@@ -87,6 +87,9 @@ class AgentRunWorkflow:
                 ),
             )
         except ActivityError as err:
+            if isinstance(err.cause, CancelledError):
+                # The run was cancelled while the agent ran; the activity honoured it.
+                raise asyncio.CancelledError() from None
             if isinstance(err.cause, TimeoutError):
                 self._error = "the run exceeded its maximum duration"
                 self._set_status(RunStatus.EXPIRED)

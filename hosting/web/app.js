@@ -1,0 +1,156 @@
+// Switchboard web chat: posts messages as durable runs and follows them live.
+// Every piece of text is inserted with textContent, never as HTML.
+"use strict";
+
+const csrf = document.querySelector('meta[name="csrf-token"]').content;
+const log = document.getElementById("log");
+const input = document.getElementById("input");
+const form = document.getElementById("composer");
+const errorBox = document.getElementById("error");
+const HISTORY_KEY = "switchboard.history";
+const HISTORY_LIMIT = 200;
+const RUNNING = new Set(["queued", "in_progress"]);
+
+function loadHistory() {
+  try { return JSON.parse(localStorage.getItem(HISTORY_KEY) || "[]"); } catch { return []; }
+}
+function saveHistory(items) {
+  localStorage.setItem(HISTORY_KEY, JSON.stringify(items.slice(-HISTORY_LIMIT)));
+}
+function newMessageId() {
+  const bytes = new Uint8Array(16);
+  crypto.getRandomValues(bytes);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+function showError(text) {
+  errorBox.textContent = text;
+  errorBox.hidden = !text;
+}
+
+function renderTurn(item) {
+  const turn = el("section", "turn");
+  turn.dataset.messageId = item.id;
+  turn.append(el("div", "bubble me", item.text));
+  const reply = el("div", "bubble agent pending", "…");
+  reply.dataset.role = "reply";
+  const meta = el("div", "meta");
+  turn.append(reply, meta);
+  log.append(turn);
+  log.scrollTop = log.scrollHeight;
+  return turn;
+}
+
+function updateTurn(turn, state) {
+  const reply = turn.querySelector('[data-role="reply"]');
+  const meta = turn.querySelector(".meta");
+  const status = state.status || "queued";
+  if (state.output_text !== null && state.output_text !== undefined) {
+    reply.textContent = state.output_text;
+    reply.classList.remove("pending");
+  } else if (!RUNNING.has(status)) {
+    reply.textContent = state.error || status;
+  }
+  meta.replaceChildren();
+  meta.append(el("span", `status ${status}`, status.replace("_", " ")));
+  meta.lastChild.dataset.role = "status";
+  if (RUNNING.has(status)) {
+    const cancel = el("button", "", "Cancel");
+    cancel.type = "button";
+    cancel.addEventListener("click", () => cancelRun(turn.dataset.messageId));
+    meta.append(cancel);
+  }
+  for (const d of state.deliveries || []) {
+    meta.append(el("span", "delivery", `${d.destination}: ${d.state.replace("_", " ")}`));
+  }
+  if (state.ui_url) {
+    const link = el("a", "", "Temporal");
+    link.href = state.ui_url;
+    link.target = "_blank";
+    link.rel = "noopener noreferrer";
+    meta.append(link);
+  }
+}
+
+function follow(turn) {
+  const id = turn.dataset.messageId;
+  const source = new EventSource(`/channels/web/runs/${encodeURIComponent(id)}/events`);
+  source.addEventListener("run", (event) => updateTurn(turn, JSON.parse(event.data)));
+  source.addEventListener("end", () => source.close());
+  source.onerror = () => {
+    source.close();
+    setTimeout(() => refresh(turn), 2000);
+  };
+}
+
+async function refresh(turn) {
+  const id = turn.dataset.messageId;
+  const resp = await fetch(`/channels/web/runs/${encodeURIComponent(id)}`, { credentials: "same-origin" });
+  if (resp.status === 404) { updateTurn(turn, { status: "expired", error: "no longer available" }); return; }
+  if (!resp.ok) return;
+  const state = await resp.json();
+  updateTurn(turn, state);
+  if (RUNNING.has(state.status) || (state.deliveries || []).some((d) => d.state === "pending")) follow(turn);
+}
+
+async function cancelRun(id) {
+  const resp = await fetch(`/channels/web/runs/${encodeURIComponent(id)}/cancel`, {
+    method: "POST", credentials: "same-origin", headers: { "X-CSRF-Token": csrf },
+  });
+  if (!resp.ok) showError(`Could not cancel (${resp.status}).`);
+}
+
+async function send(text) {
+  const item = { id: newMessageId(), text };
+  const turn = renderTurn(item);
+  const body = JSON.stringify({ message_id: item.id, text });
+  for (let attempt = 0; attempt < 5; attempt++) {
+    let resp;
+    try {
+      resp = await fetch("/channels/web", {
+        method: "POST", credentials: "same-origin", body,
+        headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+      });
+    } catch {
+      resp = null;
+    }
+    if (resp && resp.status === 202) {
+      showError("");
+      const history = loadHistory();
+      history.push(item);
+      saveHistory(history);
+      follow(turn);
+      return;
+    }
+    if (resp && resp.status !== 503) {
+      const answer = await resp.json().catch(() => ({}));
+      updateTurn(turn, { status: "failed", error: answer.error || `refused (${resp.status})` });
+      return;
+    }
+    // 503 or network trouble: the same message id is retried, so it still runs once.
+    await new Promise((r) => setTimeout(r, 1000 * (attempt + 1)));
+  }
+  updateTurn(turn, { status: "failed", error: "the service is unavailable, try again" });
+}
+
+form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = input.value.trim();
+  if (!text) return;
+  input.value = "";
+  send(text);
+});
+input.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    form.requestSubmit();
+  }
+});
+
+for (const item of loadHistory()) refresh(renderTurn(item));
+input.focus();
