@@ -229,7 +229,7 @@ def _print_banner(settings: Settings, path: Path) -> None:
         f"  Temporal Web UI   {ui}",
     ]
     if settings.channels.web is not None:
-        lines.append(f"  web chat          {gw}/")
+        lines.insert(2, f"  open the chat     {gw}/")
     if settings.channels.webhook is not None:
         lines.append(f"  signed webhook    POST {gw}/channels/webhook")
         lines.append('  try it            .venv/bin/switchboard send "hello"')
