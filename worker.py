@@ -21,14 +21,16 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.agent import AgentActivities
 from activities.agent_backends import build_backend
 from activities.delivery import DeliveryActivities
+from activities.linking import LinkActivities
 from channels.registry import ChannelRegistry, build_registry
 from hosting.logs import configure_logging, get_logger
 from hosting.settings import ConfigError, Settings, load_settings
 from hosting.temporal_client import SearchAttributesMissing, connect, ensure_search_attributes
+from workflows.link import LinkChallengeWorkflow
 from workflows.run import AgentRunWorkflow
 from workflows.session import SessionWorkflow
 
-WORKFLOWS = [SessionWorkflow, AgentRunWorkflow]
+WORKFLOWS = [SessionWorkflow, AgentRunWorkflow, LinkChallengeWorkflow]
 log = get_logger("switchboard.worker")
 
 
@@ -55,11 +57,17 @@ async def build_worker(
     async with aiohttp.ClientSession() as http:
         agent = AgentActivities(build_backend(settings.agent, http))
         delivery = DeliveryActivities(registry, http)
+        linking = LinkActivities(client, settings.security.signing_key_bytes())
         yield Worker(
             client,
             task_queue=task_queue or settings.temporal.task_queue,
             workflows=WORKFLOWS,
-            activities=[agent.invoke_agent, delivery.push_reply],
+            activities=[
+                agent.invoke_agent,
+                delivery.push_reply,
+                linking.new_link_code,
+                linking.confirm_link,
+            ],
             workflow_runner=workflow_runner(),
             graceful_shutdown_timeout=timedelta(seconds=10),
         )

@@ -26,6 +26,7 @@ from hosting.ids import identity_hash, isolation_key, run_workflow_id, session_w
 from hosting.models import (
     ChannelRequest,
     DeliveryPolicy,
+    LinkingPolicy,
     RunOptions,
     SessionState,
     SubmitInput,
@@ -54,6 +55,12 @@ def run_options(settings: Settings, channel: ChannelSettings) -> RunOptions:
         continuation_s=settings.runs.continuation_s,
         transcript_turns=settings.agent.transcript_turns,
         multitask=channel.multitask,
+        linking=LinkingPolicy(
+            enabled=settings.linking.enabled,
+            code_ttl_s=settings.linking.code_ttl_s,
+            max_attempts=settings.linking.max_attempts,
+            direct_only=settings.linking.require_approval,
+        ),
     )
 
 

@@ -106,6 +106,7 @@ class RunOptions(Frozen):
     transcript_turns: int = 20
     multitask: Literal["enqueue", "reject", "interrupt"] = "enqueue"
     deliver_to_origin: bool = True
+    linking: LinkingPolicy = Field(default_factory=lambda: LinkingPolicy())
 
 
 class SubmitInput(Versioned):
@@ -135,6 +136,9 @@ class SessionState(Versioned):
     recent_keys: list[str] = Field(default_factory=list)
     transcript: list[Turn] = Field(default_factory=list)
     queue: list[SubmitInput] = Field(default_factory=list)
+    linked: list[Identity] = Field(default_factory=list)
+    alias_of: str | None = None
+    link_failures: list[datetime] = Field(default_factory=list)
 
 
 class RunInput(Versioned):
@@ -142,6 +146,8 @@ class RunInput(Versioned):
     run_id: str
     session_id: str
     transcript: list[Turn] = Field(default_factory=list)
+    link_locked: bool = False  # too many wrong link codes from this session lately
+    linked: list[Identity] = Field(default_factory=list)
 
 
 class RunFinished(Frozen):
@@ -151,6 +157,10 @@ class RunFinished(Frozen):
     status: RunStatus
     user_text: str
     reply_text: str | None = None
+    command: bool = False  # commands and their answers stay out of the agent's transcript
+    link_failed: bool = False
+    unlink: Identity | None = None  # this account leaves the session
+    unlink_all: bool = False
 
 
 class DestinationStatus(Frozen):
@@ -202,3 +212,51 @@ class PushRequest(Versioned):
 class PushResult(Frozen):
     attempts: int = 1
     platform_message_ids: list[str] = Field(default_factory=list)
+
+
+class Identity(Frozen):
+    """One account of a person on one channel, with where to reach it and its own session."""
+
+    channel: str
+    user_id: str
+    address: ReplyAddress
+    session_id: str
+
+    def same_account(self, other: Identity) -> bool:
+        return (self.channel, self.user_id) == (other.channel, other.user_id)
+
+
+class LinkingPolicy(Frozen):
+    enabled: bool = True
+    code_ttl_s: float = 600.0
+    max_attempts: int = 5
+    direct_only: bool = True
+
+
+class LinkCode(Frozen):
+    code: str
+    code_hash: str
+
+
+class LinkStart(Versioned):
+    tenant: str
+    initiator: Identity
+    ttl_s: float
+
+
+class LinkConfirm(Versioned):
+    tenant: str
+    code: str
+    identity: Identity
+
+
+class SessionLinks(Frozen):
+    """A session's links: whom it forwards to, and which accounts joined it."""
+
+    alias_of: str | None = None
+    linked: list[Identity] = Field(default_factory=list)
+
+
+class LinkOutcome(Frozen):
+    linked: bool
+    initiator: Identity | None = None

@@ -123,15 +123,19 @@ async def test_chat_in_a_real_browser(site: str, browser: Browser) -> None:
     await expect(replies.nth(0)).to_have_text("echo: hello browser", timeout=10_000)
     await expect(replies.nth(2)).to_have_text(f"echo: {hostile}", timeout=10_000)
 
+    # Commands work from the page like from any channel: /link answers with a code.
+    await send(page, "/link")
+    await expect(replies.nth(3)).to_contain_text("Your link code is", timeout=20_000)
+
     # Cancel a slow run while it is in progress.
     await send(page, "please take your time")
-    cancel = page.locator(".turn").nth(3).locator("button", has_text="Cancel")
+    cancel = page.locator(".turn").nth(4).locator("button", has_text="Cancel")
     await expect(cancel).to_be_visible(timeout=10_000)
-    await expect(page.locator(".turn").nth(3).locator(".status")).to_have_text(
+    await expect(page.locator(".turn").nth(4).locator(".status")).to_have_text(
         "in progress", timeout=10_000
     )
     await cancel.click()
-    await expect(page.locator(".turn").nth(3).locator(".status")).to_have_text(
+    await expect(page.locator(".turn").nth(4).locator(".status")).to_have_text(
         "cancelled", timeout=20_000
     )
     assert dialogs == []

@@ -4,6 +4,11 @@ INVOKE_AGENT = "invoke_agent"
 PUSH_REPLY = "push_reply"
 RUN_FINISHED_SIGNAL = "run_finished"
 SUBMIT_LATER_SIGNAL = "submit_later"
+NEW_LINK_CODE = "new_link_code"
+CONFIRM_LINK = "confirm_link"
+LINK_IDENTITY_SIGNAL = "link_identity"
+ALIAS_TO_SIGNAL = "alias_to"
+UNALIAS_SIGNAL = "unalias"
 
 # Error types raised by activities that must not be retried.
 AGENT_REJECTED = "AgentRejected"

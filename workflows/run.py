@@ -8,20 +8,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from hosting import search_attributes as sa
+    from hosting.commands import Command, parse_command
     from hosting.ids import delivery_key
     from hosting.models import (
         AgentReply,
         AgentRequest,
         DeliveryState,
         DestinationStatus,
+        Identity,
+        LinkCode,
+        LinkConfirm,
+        LinkOutcome,
+        LinkStart,
         PushRequest,
         PushResult,
         ReplyAddress,
@@ -31,6 +39,16 @@ with workflow.unsafe.imports_passed_through():
         RunView,
     )
     from workflows import names
+    from workflows.link import LinkChallengeWorkflow
+
+
+@dataclass
+class _CommandEffects:
+    """What a command asks of the session, reported in ``RunFinished``."""
+
+    link_failed: bool = False
+    unlink: Identity | None = None
+    unlink_all: bool = False
 
 
 def destination_name(address: ReplyAddress) -> str:
@@ -49,6 +67,7 @@ class AgentRunWorkflow:
         self._output: str | None = None
         self._error: str | None = None
         self._deliveries: dict[str, DestinationStatus] = {}
+        self._finished = _CommandEffects()
 
     @workflow.run
     async def run(self, inp: RunInput) -> RunView:
@@ -66,6 +85,13 @@ class AgentRunWorkflow:
         opts = inp.submit.options
         request = inp.submit.request
         self._set_status(RunStatus.IN_PROGRESS)
+        command = parse_command(request.text)
+        if command is not None:
+            self._output = await self._command(inp, command)
+            self._set_status(RunStatus.COMPLETED)
+            if opts.deliver_to_origin:
+                await self._deliver(request.reply_to, self._output)
+            return
         try:
             reply: AgentReply = await workflow.execute_activity(
                 names.INVOKE_AGENT,
@@ -144,6 +170,65 @@ class AgentRunWorkflow:
             self._mark(dest, DeliveryState.DELIVERED, attempts=result.attempts)
         workflow.upsert_search_attributes([sa.DELIVERY_STATE.value_set(self._delivery_summary())])
 
+    async def _command(self, inp: RunInput, command: Command) -> str:
+        """``/link``, ``/link CODE`` and ``/unlink``; the answer is the run's reply."""
+        policy = inp.submit.options.linking
+        request = inp.submit.request
+        if not policy.enabled:
+            return "Linking accounts is not enabled here."
+        me = Identity(
+            channel=request.channel,
+            user_id=request.user_id,
+            address=request.reply_to,
+            session_id=inp.session_id,
+        )
+        linked_here = next((i for i in inp.linked if i.same_account(me)), None)
+        if command.name == "unlink":
+            if linked_here is not None:
+                self._finished.unlink = linked_here
+                return "This account is no longer linked to your other accounts."
+            if inp.linked:
+                self._finished.unlink_all = True
+                return f"Unlinked {len(inp.linked)} other account(s) from this one."
+            return "This account is not linked to any other."
+        if command.argument is None:
+            if policy.direct_only and not request.is_direct:
+                return "For your security, send /link to me in a direct message."
+            code: LinkCode = await workflow.execute_activity(
+                names.NEW_LINK_CODE,
+                result_type=LinkCode,
+                start_to_close_timeout=timedelta(seconds=10),
+            )
+            await workflow.start_child_workflow(
+                LinkChallengeWorkflow.run,
+                LinkStart(tenant=request.tenant, initiator=me, ttl_s=policy.code_ttl_s),
+                id=f"link/{request.tenant}/{code.code_hash}",
+                parent_close_policy=ParentClosePolicy.ABANDON,
+            )
+            minutes = max(1, round(policy.code_ttl_s / 60))
+            return (
+                f"Your link code is {code.code}. Within {minutes} minute(s), send "
+                f"/link {code.code} from the other account you want to link to this one."
+            )
+        refused = "That code is not valid or has expired."
+        if linked_here is not None:
+            return "This account is already linked; send /unlink first."
+        if inp.link_locked:
+            return refused
+        outcome: LinkOutcome = await workflow.execute_activity(
+            names.CONFIRM_LINK,
+            LinkConfirm(tenant=request.tenant, code=command.argument, identity=me),
+            result_type=LinkOutcome,
+            start_to_close_timeout=timedelta(seconds=30),
+        )
+        if not outcome.linked or outcome.initiator is None:
+            self._finished.link_failed = True
+            return refused
+        return (
+            f"Linked with your {outcome.initiator.channel} account: "
+            "your conversations are shared from now on."
+        )
+
     async def _notify_session(self, inp: RunInput) -> None:
         handle = workflow.get_external_workflow_handle(inp.session_id)
         await handle.signal(
@@ -153,6 +238,10 @@ class AgentRunWorkflow:
                 status=self._status,
                 user_text=inp.submit.request.text,
                 reply_text=self._output,
+                command=parse_command(inp.submit.request.text) is not None,
+                link_failed=self._finished.link_failed,
+                unlink=self._finished.unlink,
+                unlink_all=self._finished.unlink_all,
             ),
         )
 

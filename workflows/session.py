@@ -8,7 +8,7 @@ it, carrying all of that along.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
@@ -19,9 +19,12 @@ with workflow.unsafe.imports_passed_through():
     from hosting import search_attributes as sa
     from hosting.ids import InvalidKey, run_workflow_id
     from hosting.models import (
+        Identity,
+        LinkingPolicy,
         RunFinished,
         RunInput,
         RunStatus,
+        SessionLinks,
         SessionState,
         SubmitInput,
         SubmitResult,
@@ -48,6 +51,9 @@ class SessionWorkflow:
         self._current: str | None = None
         self._finished: dict[str, RunFinished] = {}
         self._turn_limit = 20
+        self._linked: list[Identity] = list(state.linked)
+        self._alias_of: str | None = state.alias_of
+        self._link_failures: list[datetime] = list(state.link_failures)
 
     @workflow.run
     async def run(self, state: SessionState) -> None:
@@ -77,6 +83,8 @@ class SessionWorkflow:
                     submit=item,
                     run_id=run_id,
                     session_id=workflow.info().workflow_id,
+                    link_locked=self._link_locked(opts.linking),
+                    linked=list(self._linked),
                     transcript=self._transcript[
                         len(self._transcript) - 2 * opts.transcript_turns :
                     ],
@@ -105,8 +113,31 @@ class SessionWorkflow:
             workflow.logger.warning("run did not report back in time", extra={"run_id": run_id})
         finished = self._finished.pop(run_id, None)
         if finished is not None:
-            self._remember_turn(finished)
+            await self._apply_command_effects(finished, opts.linking)
+            if not finished.command:
+                self._remember_turn(finished)
         self._current = None
+
+    async def _apply_command_effects(self, finished: RunFinished, policy: LinkingPolicy) -> None:
+        now = workflow.now()
+        if finished.link_failed:
+            self._link_failures.append(now)
+        window = timedelta(seconds=policy.code_ttl_s)
+        self._link_failures = [t for t in self._link_failures if now - t < window]
+        leaving = list(self._linked) if finished.unlink_all else []
+        if finished.unlink is not None:
+            leaving = [i for i in self._linked if i.same_account(finished.unlink)]
+        for identity in leaving:
+            self._linked = [i for i in self._linked if not i.same_account(identity)]
+            await workflow.get_external_workflow_handle(identity.session_id).signal(
+                names.UNALIAS_SIGNAL
+            )
+
+    def _link_locked(self, policy: LinkingPolicy) -> bool:
+        window = timedelta(seconds=policy.code_ttl_s)
+        now = workflow.now()
+        recent = [t for t in self._link_failures if now - t < window]
+        return len(recent) >= policy.max_attempts
 
     def _remember_turn(self, finished: RunFinished) -> None:
         if finished.reply_text is None:
@@ -137,6 +168,13 @@ class SessionWorkflow:
         key = f"{request.channel}:{request.message_key}"
         if key in self._recent_set:
             return SubmitResult(run_id=run_id, duplicate=True)
+        if self._alias_of is not None:
+            # This account was linked into another session: that one runs everything.
+            self._remember_key(key)
+            await workflow.get_external_workflow_handle(self._alias_of).signal(
+                names.SUBMIT_LATER_SIGNAL, item
+            )
+            return SubmitResult(run_id=run_id)
         busy = self._current is not None or bool(self._queue)
         if busy and item.options.multitask == "reject":
             return SubmitResult(run_id=run_id, accepted=False, reason="busy")
@@ -164,6 +202,27 @@ class SessionWorkflow:
     def run_finished(self, finished: RunFinished) -> None:
         self._finished[finished.run_id] = finished
 
+    @workflow.signal(name=names.LINK_IDENTITY_SIGNAL)
+    def link_identity(self, identity: Identity) -> None:
+        self._linked = [i for i in self._linked if not i.same_account(identity)] + [identity]
+
+    @workflow.signal(name=names.ALIAS_TO_SIGNAL)
+    async def alias_to(self, primary_session_id: str) -> None:
+        self._alias_of = primary_session_id
+        waiting, self._queue = self._queue, []
+        for item in waiting:  # whatever waited here runs there now, in order
+            await workflow.get_external_workflow_handle(primary_session_id).signal(
+                names.SUBMIT_LATER_SIGNAL, item
+            )
+
+    @workflow.signal(name=names.UNALIAS_SIGNAL)
+    def unalias(self) -> None:
+        self._alias_of = None
+
+    @workflow.query
+    def links(self) -> SessionLinks:
+        return SessionLinks(alias_of=self._alias_of, linked=list(self._linked))
+
     @workflow.query
     def pending(self) -> int:
         """How many messages wait behind the running one (metadata only)."""
@@ -181,5 +240,8 @@ class SessionWorkflow:
                 "recent_keys": list(self._recent),
                 "transcript": list(self._transcript),
                 "queue": list(self._queue),
+                "linked": list(self._linked),
+                "alias_of": self._alias_of,
+                "link_failures": list(self._link_failures),
             }
         )
