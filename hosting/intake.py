@@ -33,6 +33,7 @@ from hosting.models import (
     SubmitResult,
 )
 from hosting.settings import ChannelSettings, Settings
+from hosting.targets import parse_target
 from workflows.names import SUBMIT_LATER_SIGNAL
 from workflows.session import SessionWorkflow
 
@@ -55,6 +56,8 @@ def run_options(settings: Settings, channel: ChannelSettings) -> RunOptions:
         continuation_s=settings.runs.continuation_s,
         transcript_turns=settings.agent.transcript_turns,
         multitask=channel.multitask,
+        target=parse_target(channel.response_target),
+        max_fanout=settings.delivery.max_fanout,
         linking=LinkingPolicy(
             enabled=settings.linking.enabled,
             code_ttl_s=settings.linking.code_ttl_s,

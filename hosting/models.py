@@ -94,6 +94,17 @@ class DeliveryPolicy(Frozen):
     timeout_s: float = 30.0
 
 
+class ResponseTarget(Frozen):
+    """Where replies go; see :mod:`hosting.targets`."""
+
+    kind: Literal["originating", "channels", "active", "all_linked", "none"] = "originating"
+    channels: list[str] = Field(default_factory=list)
+
+    @property
+    def non_originating(self) -> bool:
+        return self.kind not in ("originating", "none")
+
+
 class RunOptions(Frozen):
     """Per-run settings decided by the gateway from configuration (workflows read no config)."""
 
@@ -107,6 +118,8 @@ class RunOptions(Frozen):
     multitask: Literal["enqueue", "reject", "interrupt"] = "enqueue"
     deliver_to_origin: bool = True
     linking: LinkingPolicy = Field(default_factory=lambda: LinkingPolicy())
+    target: ResponseTarget = Field(default_factory=ResponseTarget)
+    max_fanout: int = 8
 
 
 class SubmitInput(Versioned):
@@ -139,6 +152,8 @@ class SessionState(Versioned):
     linked: list[Identity] = Field(default_factory=list)
     alias_of: str | None = None
     link_failures: list[datetime] = Field(default_factory=list)
+    home: Identity | None = None
+    active_channel: str | None = None
 
 
 class RunInput(Versioned):
@@ -148,6 +163,8 @@ class RunInput(Versioned):
     transcript: list[Turn] = Field(default_factory=list)
     link_locked: bool = False  # too many wrong link codes from this session lately
     linked: list[Identity] = Field(default_factory=list)
+    home: Identity | None = None  # the session's own account, for multi-channel replies
+    active_channel: str | None = None
 
 
 class RunFinished(Frozen):

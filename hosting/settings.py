@@ -13,7 +13,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -182,6 +190,14 @@ class ChannelSettings(_Section):
     allow_claims: dict[str, list[str]] = Field(default_factory=dict)
     require_link: bool = False
 
+    @field_validator("response_target")
+    @classmethod
+    def _known_target(cls, value: str) -> str:
+        from hosting.targets import parse_target
+
+        parse_target(value)
+        return value
+
 
 class WebhookChannelSettings(ChannelSettings):
     secret: SecretStr = SecretStr("")
@@ -274,6 +290,21 @@ class Settings(BaseSettings):
         if Path(path).is_file():
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
+
+    @model_validator(mode="after")
+    def _non_originating_needs_consent(self) -> Settings:
+        from hosting.targets import parse_target
+
+        for name, channel in self.channels.configured().items():
+            if (
+                parse_target(channel.response_target).non_originating
+                and not self.delivery.allow_non_originating
+            ):
+                raise ValueError(
+                    f"channels.{name}.response_target {channel.response_target!r} delivers "
+                    "beyond the originating conversation: set delivery.allow_non_originating"
+                )
+        return self
 
     def require_keys(self) -> None:
         """Refuse to run without real keys: tokens and payloads would be unprotected."""

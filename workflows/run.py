@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -38,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
         RunStatus,
         RunView,
     )
+    from hosting.targets import destination_key, resolve
     from workflows import names
     from workflows.link import LinkChallengeWorkflow
 
@@ -89,7 +91,7 @@ class AgentRunWorkflow:
         if command is not None:
             self._output = await self._command(inp, command)
             self._set_status(RunStatus.COMPLETED)
-            if opts.deliver_to_origin:
+            if opts.deliver_to_origin:  # command answers never leave their conversation
                 await self._deliver(request.reply_to, self._output)
             return
         try:
@@ -125,20 +127,49 @@ class AgentRunWorkflow:
             return
         self._output = reply.text
         self._set_status(RunStatus.COMPLETED)
-        if opts.deliver_to_origin:
-            await self._deliver(request.reply_to, reply.text)
+        accounts = [*([inp.home] if inp.home else []), *inp.linked]
+        origin = request.reply_to
+        destinations = [
+            address
+            for address in resolve(
+                opts.target, origin, accounts, inp.active_channel, opts.max_fanout
+            )
+            if opts.deliver_to_origin or destination_key(address) != destination_key(origin)
+        ]
+        # Every destination on its own schedule, all at once: a slow one delays no other.
+        await asyncio.gather(
+            *(
+                self._deliver(
+                    address,
+                    reply.text,
+                    echo=request.text
+                    if opts.echo_input and destination_key(address) != destination_key(origin)
+                    else None,
+                )
+                for address in destinations
+            )
+        )
 
-    async def _deliver(self, address: ReplyAddress, text: str) -> None:
-        """Push one reply with the run's retry schedule; failures become dead letters."""
+    async def _deliver(self, address: ReplyAddress, text: str, echo: str | None = None) -> None:
+        """Push one reply (after the user's input, for ``echo_input`` elsewhere) with the run's
+        retry schedule; failures become dead letters."""
         dest = destination_name(address)
-        policy = self._inp.submit.options.delivery
         self._mark(dest, DeliveryState.PENDING)
         sa_value = DeliveryState.PENDING.value
         workflow.upsert_search_attributes([sa.DELIVERY_STATE.value_set(sa_value)])
+        if echo is not None and not await self._push(dest, address, echo, "echo"):
+            return
+        await self._push(dest, address, text, "response")
+        workflow.upsert_search_attributes([sa.DELIVERY_STATE.value_set(self._delivery_summary())])
+
+    async def _push(
+        self, dest: str, address: ReplyAddress, text: str, phase: Literal["echo", "response"]
+    ) -> bool:
+        policy = self._inp.submit.options.delivery
         push = PushRequest(
-            idempotency_key=delivery_key(self._inp.run_id, dest, "response"),
+            idempotency_key=delivery_key(self._inp.run_id, dest, phase),
             run_id=self._inp.run_id,
-            phase="response",
+            phase=phase,
             address=address,
             text=text,
             created_at=self._created_at,
@@ -166,9 +197,10 @@ class AgentRunWorkflow:
             workflow.logger.warning(
                 "delivery dead-lettered", extra={"destination": dest, "reason": reason}
             )
-        else:
+            return False
+        if phase == "response":
             self._mark(dest, DeliveryState.DELIVERED, attempts=result.attempts)
-        workflow.upsert_search_attributes([sa.DELIVERY_STATE.value_set(self._delivery_summary())])
+        return True
 
     async def _command(self, inp: RunInput, command: Command) -> str:
         """``/link``, ``/link CODE`` and ``/unlink``; the answer is the run's reply."""

@@ -54,6 +54,8 @@ class SessionWorkflow:
         self._linked: list[Identity] = list(state.linked)
         self._alias_of: str | None = state.alias_of
         self._link_failures: list[datetime] = list(state.link_failures)
+        self._home: Identity | None = state.home
+        self._active_channel: str | None = state.active_channel
 
     @workflow.run
     async def run(self, state: SessionState) -> None:
@@ -76,6 +78,14 @@ class SessionWorkflow:
         opts = item.options
         self._current = run_id
         self._turn_limit = opts.transcript_turns
+        self._active_channel = request.channel
+        if request.channel == self._state.channel:
+            self._home = Identity(
+                channel=request.channel,
+                user_id=request.user_id,
+                address=request.reply_to,
+                session_id=workflow.info().workflow_id,
+            )
         try:
             handle = await workflow.start_child_workflow(
                 AgentRunWorkflow.run,
@@ -85,6 +95,8 @@ class SessionWorkflow:
                     session_id=workflow.info().workflow_id,
                     link_locked=self._link_locked(opts.linking),
                     linked=list(self._linked),
+                    home=self._home,
+                    active_channel=self._active_channel,
                     transcript=self._transcript[
                         len(self._transcript) - 2 * opts.transcript_turns :
                     ],
@@ -243,5 +255,7 @@ class SessionWorkflow:
                 "linked": list(self._linked),
                 "alias_of": self._alias_of,
                 "link_failures": list(self._link_failures),
+                "home": self._home,
+                "active_channel": self._active_channel,
             }
         )
