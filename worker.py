@@ -22,15 +22,17 @@ from activities.agent import AgentActivities
 from activities.agent_backends import build_backend
 from activities.delivery import DeliveryActivities
 from activities.linking import LinkActivities
+from activities.redelivery import RedeliveryActivities
 from channels.registry import ChannelRegistry, build_registry
 from hosting.logs import configure_logging, get_logger
 from hosting.settings import ConfigError, Settings, load_settings
 from hosting.temporal_client import SearchAttributesMissing, connect, ensure_search_attributes
 from workflows.link import LinkChallengeWorkflow
+from workflows.redelivery import RedeliveryWorkflow
 from workflows.run import AgentRunWorkflow
 from workflows.session import SessionWorkflow
 
-WORKFLOWS = [SessionWorkflow, AgentRunWorkflow, LinkChallengeWorkflow]
+WORKFLOWS = [SessionWorkflow, AgentRunWorkflow, LinkChallengeWorkflow, RedeliveryWorkflow]
 log = get_logger("switchboard.worker")
 
 
@@ -58,6 +60,7 @@ async def build_worker(
         agent = AgentActivities(build_backend(settings.agent, http))
         delivery = DeliveryActivities(registry, http)
         linking = LinkActivities(client, settings.security.signing_key_bytes())
+        redelivery = RedeliveryActivities(client)
         yield Worker(
             client,
             task_queue=task_queue or settings.temporal.task_queue,
@@ -67,6 +70,7 @@ async def build_worker(
                 delivery.push_reply,
                 linking.new_link_code,
                 linking.confirm_link,
+                redelivery.load_dead_letter,
             ],
             workflow_runner=workflow_runner(),
             graceful_shutdown_timeout=timedelta(seconds=10),

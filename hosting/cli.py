@@ -139,6 +139,24 @@ def cmd_dead_letters_list(args: argparse.Namespace) -> int:
     return asyncio.run(_list_dead_letters(_settings(), args.limit))
 
 
+async def _replay(settings: Settings, run_id: str, destination: str | None) -> int:
+    from hosting.operations import replay_dead_letters
+    from hosting.temporal_client import connect
+
+    client = await connect(settings)
+    results = await replay_dead_letters(client, settings.temporal.task_queue, run_id, destination)
+    if not results:
+        print(f"{run_id}: no dead-lettered destination to replay")
+        return 1
+    for r in results:
+        print(f"{r.destination}: {r.state.value}" + (f" ({r.reason})" if r.reason else ""))
+    return 0 if all(r.state == "delivered" for r in results) else 1
+
+
+def cmd_dead_letters_replay(args: argparse.Namespace) -> int:
+    return asyncio.run(_replay(_settings(), args.run_id, args.destination))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -169,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     lst = dead_sub.add_parser("list", help="list runs with dead-lettered deliveries")
     lst.add_argument("--limit", type=int, default=100)
     lst.set_defaults(fn=cmd_dead_letters_list)
+    replay = dead_sub.add_parser(
+        "replay", help="deliver a run's dead letters again (same idempotency keys)"
+    )
+    replay.add_argument("run_id")
+    replay.add_argument("--destination", help="only this destination (a channel name)")
+    replay.set_defaults(fn=cmd_dead_letters_replay)
     return parser
 
 

@@ -277,3 +277,14 @@ class SessionLinks(Frozen):
 class LinkOutcome(Frozen):
     linked: bool
     initiator: Identity | None = None
+
+
+class RedeliveryInput(Versioned):
+    run_id: str
+    destination: str
+
+
+class RedeliveryResult(Frozen):
+    destination: str
+    state: DeliveryState
+    reason: str | None = None

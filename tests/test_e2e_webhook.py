@@ -12,6 +12,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
 
 from gateway import build_app
+from hosting import search_attributes as sa
 from hosting.models import DeliveryState, RunStatus, RunView
 from tests.conftest import Stack, temporal_address
 from tests.support import (
@@ -186,12 +187,7 @@ async def test_permanent_rejection_is_dead_lettered_on_the_run(stack: Stack) -> 
     assert view.deliveries[0].reason == "PushRejected"
     assert view.deliveries[0].attempts == 1
     desc = await stack.client.get_workflow_handle(run_id).describe()
-    assert (
-        desc.typed_search_attributes.get(
-            __import__("hosting.search_attributes", fromlist=["x"]).DELIVERY_STATE
-        )
-        == "dead_letter"
-    )
+    assert desc.typed_search_attributes.get(sa.DELIVERY_STATE) == "dead_letter"
     assert stack.receiver.received == []
 
 
@@ -243,3 +239,33 @@ async def test_caller_outside_the_allowlist_is_refused_and_starts_nothing(
         assert await resp.json() == {"error": "forbidden"}
     with pytest.raises(RPCError, match="not found"):
         await client.get_workflow_handle("session/default/webhook:stranger").describe()
+
+
+async def test_operator_replays_a_dead_letter_with_the_same_key(stack: Stack) -> None:
+    from hosting.operations import replay_dead_letters
+
+    stack.receiver.fail_next.extend([404])
+    ack = await post_message(stack, "msg_replay", "try again later", user="ida", conv="c11")
+    run_id = str(ack["run_id"])
+
+    async def dead() -> bool:
+        view = await run_view(stack, run_id)
+        return bool(view.deliveries) and view.deliveries[0].state is DeliveryState.DEAD_LETTER
+
+    await eventually(dead)
+    assert stack.receiver.received == []
+    [result] = await replay_dead_letters(stack.client, stack.settings.temporal.task_queue, run_id)
+    assert result.state is DeliveryState.DELIVERED
+    [push] = await stack.receiver.wait_for(1)
+    assert push["text"] == "echo: try again later"
+    assert stack.receiver.ids == [f"{run_id}:webhook:response"]
+
+    async def healed() -> bool:
+        view = await run_view(stack, run_id)
+        return view.deliveries[0].state is DeliveryState.DELIVERED
+
+    await eventually(healed)
+    desc = await stack.client.get_workflow_handle(run_id).describe()
+    assert desc.typed_search_attributes.get(sa.DELIVERY_STATE) == "delivered"
+    # Nothing more is owed: a second replay finds nothing to do.
+    assert await replay_dead_letters(stack.client, stack.settings.temporal.task_queue, run_id) == []

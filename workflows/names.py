@@ -9,6 +9,8 @@ CONFIRM_LINK = "confirm_link"
 LINK_IDENTITY_SIGNAL = "link_identity"
 ALIAS_TO_SIGNAL = "alias_to"
 UNALIAS_SIGNAL = "unalias"
+REDELIVERED_SIGNAL = "redelivered"
+LOAD_DEAD_LETTER = "load_dead_letter"
 
 # Error types raised by activities that must not be retried.
 AGENT_REJECTED = "AgentRejected"

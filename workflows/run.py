@@ -14,7 +14,7 @@ from typing import Literal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError
+from temporalio.exceptions import ActivityError, CancelledError, TimeoutError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -32,7 +32,6 @@ with workflow.unsafe.imports_passed_through():
         LinkOutcome,
         LinkStart,
         PushRequest,
-        PushResult,
         ReplyAddress,
         RunFinished,
         RunInput,
@@ -41,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from hosting.targets import destination_key, resolve
     from workflows import names
+    from workflows.delivery import PushFailed, push_with_retries
     from workflows.link import LinkChallengeWorkflow
 
 
@@ -70,6 +70,7 @@ class AgentRunWorkflow:
         self._error: str | None = None
         self._deliveries: dict[str, DestinationStatus] = {}
         self._finished = _CommandEffects()
+        self._dead: dict[str, list[PushRequest]] = {}
 
     @workflow.run
     async def run(self, inp: RunInput) -> RunView:
@@ -152,55 +153,57 @@ class AgentRunWorkflow:
 
     async def _deliver(self, address: ReplyAddress, text: str, echo: str | None = None) -> None:
         """Push one reply (after the user's input, for ``echo_input`` elsewhere) with the run's
-        retry schedule; failures become dead letters."""
+        retry schedule; what cannot be delivered is kept as a dead letter for replay."""
         dest = destination_name(address)
         self._mark(dest, DeliveryState.PENDING)
         sa_value = DeliveryState.PENDING.value
         workflow.upsert_search_attributes([sa.DELIVERY_STATE.value_set(sa_value)])
-        if echo is not None and not await self._push(dest, address, echo, "echo"):
-            return
-        await self._push(dest, address, text, "response")
+        phases: list[tuple[Literal["echo", "response"], str]] = [("response", text)]
+        if echo is not None:
+            phases.insert(0, ("echo", echo))
+        policy = self._inp.submit.options.delivery
+        pushes = [
+            PushRequest(
+                idempotency_key=delivery_key(self._inp.run_id, dest, phase),
+                run_id=self._inp.run_id,
+                phase=phase,
+                address=address,
+                text=body,
+                created_at=self._created_at,
+                max_age_s=policy.max_age_s,
+                policy=policy,
+            )
+            for phase, body in phases
+        ]
+        for i, push in enumerate(pushes):
+            try:
+                result = await push_with_retries(push)
+            except PushFailed as failed:
+                self._dead[dest] = pushes[i:]
+                self._mark(
+                    dest, DeliveryState.DEAD_LETTER, attempts=failed.attempts, reason=failed.reason
+                )
+                workflow.logger.warning(
+                    "delivery dead-lettered", extra={"destination": dest, "reason": failed.reason}
+                )
+                break
+        else:
+            self._mark(dest, DeliveryState.DELIVERED, attempts=result.attempts)
         workflow.upsert_search_attributes([sa.DELIVERY_STATE.value_set(self._delivery_summary())])
 
-    async def _push(
-        self, dest: str, address: ReplyAddress, text: str, phase: Literal["echo", "response"]
-    ) -> bool:
-        policy = self._inp.submit.options.delivery
-        push = PushRequest(
-            idempotency_key=delivery_key(self._inp.run_id, dest, phase),
-            run_id=self._inp.run_id,
-            phase=phase,
-            address=address,
-            text=text,
-            created_at=self._created_at,
-            max_age_s=policy.max_age_s,
-            policy=policy,
-        )
-        try:
-            result: PushResult = await workflow.execute_activity(
-                names.PUSH_REPLY,
-                push,
-                result_type=PushResult,
-                start_to_close_timeout=timedelta(seconds=policy.timeout_s + 5),
-                schedule_to_close_timeout=timedelta(seconds=policy.max_age_s),
-                retry_policy=RetryPolicy(
-                    initial_interval=timedelta(seconds=policy.initial_interval_s),
-                    backoff_coefficient=policy.backoff,
-                    maximum_interval=timedelta(seconds=policy.max_interval_s),
-                    maximum_attempts=policy.max_attempts,
-                    non_retryable_error_types=names.NON_RETRYABLE_PUSH,
-                ),
-            )
-        except ActivityError as err:
-            reason, attempts = _failure_reason(err)
-            self._mark(dest, DeliveryState.DEAD_LETTER, attempts=attempts, reason=reason)
-            workflow.logger.warning(
-                "delivery dead-lettered", extra={"destination": dest, "reason": reason}
-            )
-            return False
-        if phase == "response":
-            self._mark(dest, DeliveryState.DELIVERED, attempts=result.attempts)
-        return True
+    @workflow.query
+    def dead_letter(self, destination: str) -> list[PushRequest]:
+        """The pushes still owed to one destination, for an operator's redelivery."""
+        return list(self._dead.get(destination, []))
+
+    @workflow.signal(name=names.REDELIVERED_SIGNAL)
+    def redelivered(self, status: DestinationStatus) -> None:
+        """A redelivery reports back: the view and search attribute follow."""
+        self._updated_at = workflow.now()
+        self._deliveries[status.destination] = status
+        if status.state is DeliveryState.DELIVERED:
+            self._dead.pop(status.destination, None)
+        workflow.upsert_search_attributes([sa.DELIVERY_STATE.value_set(self._delivery_summary())])
 
     async def _command(self, inp: RunInput, command: Command) -> str:
         """``/link``, ``/link CODE`` and ``/unlink``; the answer is the run's reply."""
@@ -313,18 +316,3 @@ class AgentRunWorkflow:
             error=self._error,
             deliveries=list(self._deliveries.values()),
         )
-
-
-def _failure_reason(err: ActivityError) -> tuple[str, int]:
-    """Why a push ended, as an operator reads it, without any message content."""
-    cause = err.cause
-    if isinstance(cause, ApplicationError):
-        attempts = 0
-        if cause.details and isinstance(cause.details[0], dict):
-            attempts = int(cause.details[0].get("attempt", 0))
-        if cause.type in names.NON_RETRYABLE_PUSH:
-            return cause.type, attempts
-        return "retries_exhausted", attempts
-    if isinstance(cause, TimeoutError):
-        return "max_age_exceeded", 0
-    return type(cause).__name__ if cause else "unknown", 0

@@ -1,0 +1,65 @@
+"""RedeliveryWorkflow: an operator's replay of one dead-lettered destination.
+
+ID ``redelivery/{run_id}/{destination}``. It loads what the run still owes that destination,
+pushes it again with the same idempotency keys (so a platform that did get it drops the repeat)
+and a fresh age limit (an operator chose to send it late), and reports back to the run.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from hosting.models import (
+        DeliveryState,
+        DestinationStatus,
+        PushRequest,
+        RedeliveryInput,
+        RedeliveryResult,
+    )
+    from workflows import names
+    from workflows.delivery import PushFailed, push_with_retries
+
+
+@workflow.defn
+class RedeliveryWorkflow:
+    @workflow.run
+    async def run(self, inp: RedeliveryInput) -> RedeliveryResult:
+        owed: list[PushRequest] = await workflow.execute_activity(
+            names.LOAD_DEAD_LETTER,
+            inp,
+            result_type=list[PushRequest],
+            start_to_close_timeout=timedelta(seconds=30),
+        )
+        if not owed:
+            return RedeliveryResult(
+                destination=inp.destination, state=DeliveryState.SKIPPED, reason="nothing owed"
+            )
+        attempts = 0
+        reason: str | None = None
+        state = DeliveryState.DELIVERED
+        for push in owed:
+            try:
+                result = await push_with_retries(
+                    push.model_copy(update={"created_at": workflow.now()})
+                )
+                attempts = result.attempts
+            except PushFailed as failed:
+                state, reason, attempts = DeliveryState.DEAD_LETTER, failed.reason, failed.attempts
+                break
+        status = DestinationStatus(
+            destination=inp.destination,
+            state=state,
+            attempts=attempts,
+            reason=reason,
+            updated_at=workflow.now(),
+        )
+        try:
+            await workflow.get_external_workflow_handle(inp.run_id).signal(
+                names.REDELIVERED_SIGNAL, status
+            )
+        except Exception:  # the run's continuation window is over; this history keeps the result
+            workflow.logger.info("run closed before the redelivery reported back")
+        return RedeliveryResult(destination=inp.destination, state=state, reason=reason)
