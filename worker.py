@@ -26,7 +26,12 @@ from activities.redelivery import RedeliveryActivities
 from channels.registry import ChannelRegistry, build_registry
 from hosting.logs import configure_logging, get_logger
 from hosting.settings import ConfigError, Settings, load_settings
-from hosting.temporal_client import SearchAttributesMissing, connect, ensure_search_attributes
+from hosting.temporal_client import (
+    SearchAttributesMissing,
+    connect,
+    ensure_search_attributes,
+    metrics_runtime,
+)
 from workflows.link import LinkChallengeWorkflow
 from workflows.redelivery import RedeliveryWorkflow
 from workflows.run import AgentRunWorkflow
@@ -74,12 +79,14 @@ async def build_worker(
             ],
             workflow_runner=workflow_runner(),
             graceful_shutdown_timeout=timedelta(seconds=10),
+            max_concurrent_activities=settings.worker.max_concurrent_activities,
+            max_concurrent_workflow_tasks=settings.worker.max_concurrent_workflow_tasks,
         )
 
 
 async def run(settings: Settings) -> None:
     registry = build_registry(settings)
-    client = await connect(settings)
+    client = await connect(settings, runtime=metrics_runtime(settings.worker.metrics_address))
     added = await ensure_search_attributes(client, settings.temporal.namespace)
     if added:
         log.info("registered search attributes", names=added)

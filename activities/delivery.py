@@ -16,9 +16,15 @@ from temporalio.exceptions import ApplicationError
 
 from channels.base import FailureMode
 from channels.registry import ChannelRegistry
-from hosting.metrics import DELIVERY_OUTCOMES
 from hosting.models import DeliveryPolicy, PushRequest, PushResult
 from workflows.names import PUSH_EXPIRED, PUSH_REJECTED, PUSH_REPLY, PUSH_UNAUTHORIZED
+
+
+def _count(push: PushRequest, outcome: str) -> None:
+    """Delivery outcomes go through the SDK's meter, so the worker's one /metrics has them."""
+    activity.metric_meter().create_counter(
+        "switchboard_delivery_attempts", "Push attempts by channel and outcome"
+    ).with_additional_attributes({"channel": push.address.channel, "outcome": outcome}).add(1)
 
 
 def backoff_delay(policy: DeliveryPolicy, attempt: int, rng: random.Random) -> float:
@@ -39,13 +45,13 @@ class DeliveryActivities:
         details = {"attempt": attempt}
         age = (datetime.now(UTC) - push.created_at).total_seconds()
         if age > push.max_age_s:
-            DELIVERY_OUTCOMES.labels(push.address.channel, "expired").inc()
+            _count(push, "expired")
             raise ApplicationError(
                 "reply is older than max_age_s", details, type=PUSH_EXPIRED, non_retryable=True
             )
         channel = self._registry.get(push.address.channel)
         if channel is None:
-            DELIVERY_OUTCOMES.labels(push.address.channel, "rejected").inc()
+            _count(push, "rejected")
             raise ApplicationError(
                 "channel is not configured on this worker",
                 details,
@@ -53,7 +59,7 @@ class DeliveryActivities:
                 non_retryable=True,
             )
         ack = await channel.push(self._http, push)
-        DELIVERY_OUTCOMES.labels(push.address.channel, ack.mode.value).inc()
+        _count(push, ack.mode.value)
         if ack.mode is FailureMode.DELIVERED:
             return PushResult(attempts=attempt, platform_message_ids=ack.platform_message_ids)
         reason = f"{ack.mode.value}: {ack.detail or ''}".strip(": ")

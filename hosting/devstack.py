@@ -227,6 +227,7 @@ def _print_banner(settings: Settings, path: Path) -> None:
         f"  gateway           {gw}",
         f"  health            {gw}/readyz   metrics {gw}/metrics",
         f"  Temporal Web UI   {ui}",
+        f"  worker metrics    http://{settings.worker.metrics_address}/metrics",
     ]
     if settings.channels.web is not None:
         lines.insert(2, f"  open the chat     {gw}/")

@@ -1,4 +1,4 @@
-"""Prometheus metrics shared by gateway and worker (each process exposes its own)."""
+"""Gateway metrics (the worker records its own through the Temporal SDK's meter)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,4 @@ ACK_SECONDS = Histogram(
     "Time from receiving an inbound request to answering it",
     ["channel"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
-)
-DELIVERY_OUTCOMES = Counter(
-    "switchboard_delivery_attempts_total",
-    "Push attempts by channel and outcome",
-    ["channel", "outcome"],
 )

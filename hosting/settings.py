@@ -73,6 +73,16 @@ def _decode_b64(value: str, what: str) -> bytes:
         raise ValueError(f"{what} is not valid base64") from exc
 
 
+class WorkerSettings(_Section):
+    metrics_address: str = Field(
+        default="127.0.0.1:9464",
+        description="host:port of the worker's Prometheus /metrics (Temporal SDK metrics plus "
+        "delivery outcomes); empty turns it off",
+    )
+    max_concurrent_activities: int = Field(default=100, ge=1)
+    max_concurrent_workflow_tasks: int = Field(default=100, ge=1)
+
+
 class SecuritySettings(_Section):
     signing_key: SecretStr = SecretStr("")
     codec_keys: list[SecretStr] = Field(default_factory=list)
@@ -268,6 +278,7 @@ class Settings(BaseSettings):
 
     temporal: TemporalSettings = Field(default_factory=TemporalSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)

@@ -8,6 +8,7 @@ from temporalio.api.operatorservice.v1 import (
     ListSearchAttributesRequest,
 )
 from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import TLSConfig
 
 from hosting import search_attributes
@@ -15,7 +16,9 @@ from hosting.converter import build_data_converter
 from hosting.settings import Settings
 
 
-async def connect(settings: Settings, *, lazy: bool = False) -> Client:
+async def connect(
+    settings: Settings, *, lazy: bool = False, runtime: Runtime | None = None
+) -> Client:
     t = settings.temporal
     tls: bool | TLSConfig = t.tls
     if t.tls_client_cert_path and t.tls_client_key_path:
@@ -30,6 +33,18 @@ async def connect(settings: Settings, *, lazy: bool = False) -> Client:
         tls=tls,
         api_key=t.api_key.get_secret_value() if t.api_key else None,
         lazy=lazy,
+        runtime=runtime,
+    )
+
+
+def metrics_runtime(address: str) -> Runtime | None:
+    """A runtime that serves the SDK's metrics, and ours recorded through its meter."""
+    if not address:
+        return None
+    return Runtime(
+        telemetry=TelemetryConfig(
+            metrics=PrometheusConfig(bind_address=address, counters_total_suffix=True)
+        )
     )
 
 

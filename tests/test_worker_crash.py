@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -12,6 +14,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from temporalio.client import Client
@@ -33,9 +36,13 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
-def write_config(path: Path, address: str, task_queue: str, callback_url: str) -> None:
+def write_config(
+    path: Path, address: str, task_queue: str, callback_url: str, metrics_port: int
+) -> None:
     path.write_text(
         f"""
+[worker]
+metrics_address = "127.0.0.1:{metrics_port}"
 [temporal]
 address = "{address}"
 task_queue = "{task_queue}"
@@ -61,11 +68,19 @@ callback_url = "{callback_url}"
     )
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
 class WorkerProcess:
     def __init__(self, config: Path, log: Path) -> None:
         self._config = config
         self._log = log
         self.proc: subprocess.Popen[bytes] | None = None
+        self.metrics_url = ""
 
     def start(self) -> None:
         env = {**os.environ, "SWITCHBOARD_CONFIG": str(self._config)}
@@ -94,8 +109,10 @@ def worker_process(
 ) -> Iterator[tuple[WorkerProcess, str]]:
     tq = f"tq-crash-{uuid.uuid4().hex}"
     config = tmp_path / "switchboard.toml"
-    write_config(config, temporal_address(client), tq, receiver.url)
+    port = free_port()
+    write_config(config, temporal_address(client), tq, receiver.url, port)
     worker = WorkerProcess(config, tmp_path / "worker.log")
+    worker.metrics_url = f"http://127.0.0.1:{port}/metrics"
     yield worker, tq
     worker.stop()
 
@@ -148,6 +165,11 @@ async def test_sigkilled_worker_loses_and_duplicates_nothing(
     assert set(per_key) == expected
     # Exactly once per idempotency key; a push repeated after a crash reuses its key.
     assert len({(r["run_id"], r["text"]) for r in receiver.received}) == len(expected)
+    # The restarted worker counts its pushes on its Prometheus endpoint.
+    async with aiohttp.ClientSession() as http, http.get(worker.metrics_url) as resp:
+        metrics = await resp.text()
+    assert re.search(r'switchboard_delivery_attempts_total\{[^}]*outcome="delivered"', metrics)
+    assert "temporal_" in metrics  # the SDK's own metrics on the same endpoint
     texts = sorted(
         str(r["text"]) for r in receiver.received if r["run_id"] != "run/default/webhook/crash_late"
     )
