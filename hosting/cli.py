@@ -157,6 +157,59 @@ def cmd_dead_letters_replay(args: argparse.Namespace) -> int:
     return asyncio.run(_replay(_settings(), args.run_id, args.destination))
 
 
+def _add_identity_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--channel", required=True)
+    parser.add_argument("--user", required=True, help="the user's id on that channel")
+    parser.add_argument("--conversation", help="for per-conversation scopes")
+    parser.add_argument(
+        "--scope",
+        default="per_user",
+        choices=["per_user", "per_user_per_conversation", "per_conversation"],
+    )
+
+
+async def _links(settings: Settings, args: argparse.Namespace) -> int:
+    from hosting.ids import identity_hash
+    from hosting.operations import revoke_links, session_id_for, show_links
+    from hosting.temporal_client import connect
+
+    client = await connect(settings)
+    session_id = session_id_for(settings, args.channel, args.user, args.conversation, args.scope)
+    if args.links_command == "revoke":
+        await revoke_links(client, session_id)
+        print(f"links of {session_id} revoked")
+        return 0
+    links = await show_links(client, session_id)
+    key = settings.security.signing_key_bytes()
+    print(f"session      {session_id}")
+    print(f"alias of     {links.alias_of or '-'}")
+    for account in links.linked:  # hashes, not ids: support sees structure, not identities
+        print(f"linked       {account.channel}  {identity_hash(key, account.user_id)}")
+    return 0
+
+
+def cmd_links(args: argparse.Namespace) -> int:
+    return asyncio.run(_links(_settings(), args))
+
+
+async def _purge(settings: Settings, args: argparse.Namespace) -> int:
+    from hosting.operations import purge_identity, session_id_for
+    from hosting.temporal_client import connect
+
+    client = await connect(settings)
+    session_id = session_id_for(settings, args.channel, args.user, args.conversation, args.scope)
+    if not args.yes:
+        print(f"this deletes {session_id} and all its runs; run again with --yes", file=sys.stderr)
+        return 2
+    deleted = await purge_identity(client, settings, session_id)
+    print(f"deleted {len(deleted)} workflow execution(s)")
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    return asyncio.run(_purge(_settings(), args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -193,6 +246,18 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("run_id")
     replay.add_argument("--destination", help="only this destination (a channel name)")
     replay.set_defaults(fn=cmd_dead_letters_replay)
+
+    links = sub.add_parser("links", help="show or revoke an account's links")
+    links_sub = links.add_subparsers(dest="links_command", required=True)
+    for name, text in (("show", "linked accounts (as hashes)"), ("revoke", "undo every link")):
+        p = links_sub.add_parser(name, help=text)
+        _add_identity_args(p)
+        p.set_defaults(fn=cmd_links)
+
+    purge = sub.add_parser("purge", help="delete everything of one account (session and runs)")
+    _add_identity_args(purge)
+    purge.add_argument("--yes", action="store_true", help="really delete")
+    purge.set_defaults(fn=cmd_purge)
     return parser
 
 

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 
-from hosting.models import DeliveryState, RedeliveryInput, RedeliveryResult, RunView
+from hosting import search_attributes as sa
+from hosting.ids import Scope, identity_hash, isolation_key, session_workflow_id
+from hosting.models import (
+    DeliveryState,
+    RedeliveryInput,
+    RedeliveryResult,
+    RunView,
+    SessionLinks,
+)
+from hosting.settings import Settings
+from workflows.names import REVOKE_LINKS_SIGNAL
 from workflows.redelivery import RedeliveryWorkflow
 
 
@@ -34,3 +46,37 @@ async def replay_dead_letters(
         )
         results.append(result)
     return results
+
+
+def session_id_for(settings: Settings, channel: str, user_id: str, conversation: str | None,
+                   scope: Scope) -> str:  # fmt: skip
+    key = isolation_key(scope, channel, user_id, conversation or user_id)
+    return session_workflow_id(settings.gateway.tenant, key)
+
+
+async def show_links(client: Client, session_id: str) -> SessionLinks:
+    links: SessionLinks = await client.get_workflow_handle(session_id).query(
+        "links", result_type=SessionLinks
+    )
+    return links
+
+
+async def revoke_links(client: Client, session_id: str) -> None:
+    await client.get_workflow_handle(session_id).signal(REVOKE_LINKS_SIGNAL)
+
+
+async def purge_identity(client: Client, settings: Settings, session_id: str) -> list[str]:
+    """Delete the session and every run of one isolation key, found by its keyed hash."""
+    key = session_id.split("/", 2)[2]
+    hashed = identity_hash(settings.security.signing_key_bytes(), key)
+    query = f'{sa.IDENTITY_HASH.name} = "{hashed}"'
+    deleted: list[str] = []
+    async for wf in client.list_workflows(query):
+        await client.workflow_service.delete_workflow_execution(
+            DeleteWorkflowExecutionRequest(
+                namespace=client.namespace,
+                workflow_execution=WorkflowExecution(workflow_id=wf.id, run_id=wf.run_id),
+            )
+        )
+        deleted.append(wf.id)
+    return deleted

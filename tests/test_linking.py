@@ -130,3 +130,42 @@ async def test_commands_stay_out_of_the_agent_transcript(stack: Stack) -> None:
     started = history.events[0].workflow_execution_started_event_attributes
     [inp] = await stack.client.data_converter.decode(started.input.payloads, [RunInput])
     assert isinstance(inp, RunInput) and inp.transcript == []
+
+
+async def test_operator_revokes_links_and_purges_an_account(stack: Stack) -> None:
+    from hosting.operations import purge_identity, revoke_links, session_id_for, show_links
+
+    code = await new_code(stack, "olga")
+    await webhook_say(stack, f"/link {code}", user="olga-w")
+    await stack.receiver.wait_for(1)
+    primary = session_id_for(stack.settings, "loopback", "olga", None, "per_user")
+    secondary = session_id_for(stack.settings, "webhook", "olga-w", None, "per_user")
+
+    async def linked() -> bool:
+        return (await show_links(stack.client, secondary)).alias_of == primary
+
+    await eventually(linked)
+    await revoke_links(stack.client, secondary)
+
+    async def revoked() -> bool:
+        a, b = await show_links(stack.client, primary), await show_links(stack.client, secondary)
+        return a.linked == [] and b.alias_of is None
+
+    await eventually(revoked)
+
+    run_id = await webhook_say(stack, "remember me?", user="olga-w")
+    await stack.receiver.wait_for(2)
+    deleted = await purge_identity(stack.client, stack.settings, secondary)
+    assert secondary in deleted and run_id in deleted
+    for wid in (secondary, run_id):
+
+        async def gone(wid: str = wid) -> bool:
+            try:
+                await stack.client.get_workflow_handle(wid).describe()
+            except Exception:
+                return True
+            return False
+
+        await eventually(gone)
+    # The other account's session is untouched.
+    assert (await show_links(stack.client, primary)).alias_of is None

@@ -10,6 +10,8 @@ LINK_IDENTITY_SIGNAL = "link_identity"
 ALIAS_TO_SIGNAL = "alias_to"
 UNALIAS_SIGNAL = "unalias"
 REDELIVERED_SIGNAL = "redelivered"
+REVOKE_LINKS_SIGNAL = "revoke_links"
+DROP_ACCOUNT_SIGNAL = "drop_account"
 LOAD_DEAD_LETTER = "load_dead_letter"
 
 # Error types raised by activities that must not be retried.

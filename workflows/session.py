@@ -231,6 +231,24 @@ class SessionWorkflow:
     def unalias(self) -> None:
         self._alias_of = None
 
+    @workflow.signal(name=names.REVOKE_LINKS_SIGNAL)
+    async def revoke_links(self) -> None:
+        """Operator revoke: this session leaves its links, in both directions."""
+        for identity in self._linked:
+            await workflow.get_external_workflow_handle(identity.session_id).signal(
+                names.UNALIAS_SIGNAL
+            )
+        self._linked = []
+        if self._alias_of is not None and self._home is not None:
+            await workflow.get_external_workflow_handle(self._alias_of).signal(
+                names.DROP_ACCOUNT_SIGNAL, self._home
+            )
+        self._alias_of = None
+
+    @workflow.signal(name=names.DROP_ACCOUNT_SIGNAL)
+    def drop_account(self, identity: Identity) -> None:
+        self._linked = [i for i in self._linked if not i.same_account(identity)]
+
     @workflow.query
     def links(self) -> SessionLinks:
         return SessionLinks(alias_of=self._alias_of, linked=list(self._linked))
