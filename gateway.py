@@ -23,6 +23,7 @@ from temporalio.service import RPCError
 
 from channels.base import Accepted, Answered, Channel, HttpAnswer, InboundHttp, Refused
 from channels.registry import ChannelRegistry, build_registry
+from channels.responses import ResponsesChannel
 from channels.web import WebChannel
 from hosting.codec_server import CodecServer
 from hosting.ids import InvalidKey
@@ -30,8 +31,10 @@ from hosting.intake import build_submission, submit
 from hosting.logs import configure_logging, get_logger
 from hosting.metrics import ACK_SECONDS, INBOUND
 from hosting.policy import Decision, check_policy, decide
+from hosting.responses_api import ResponsesApi
 from hosting.settings import ConfigError, Settings, load_settings
 from hosting.temporal_client import connect
+from hosting.tokens import TokenClaims, issue
 from hosting.webchat import WebChat
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -141,6 +144,19 @@ async def _inbound(request: web.Request, channel: Channel) -> web.StreamResponse
         INBOUND.labels(channel.name, "unavailable").inc()
         log.warning("temporal unavailable", channel=channel.name, error=type(exc).__name__)
         return error(503, "temporarily unavailable, retry later", **{"Retry-After": "5"})
+    if channel.pull:
+        # Pull channels follow their runs at /v1/runs/{token}.
+        token = issue(
+            settings.security.signing_key_bytes(),
+            TokenClaims(
+                run_id=result.run_id,
+                tenant=settings.gateway.tenant,
+                caller=f"{channel.name}:{outcome.request.user_id}",
+                expires_at=int(time.time() + settings.runs.continuation_s),
+                conversation=outcome.request.conversation_id,
+            ),
+        )
+        result = result.model_copy(update={"continuation_token": token})
     INBOUND.labels(channel.name, "duplicate" if result.duplicate else "accepted").inc()
     log.info(
         "inbound accepted",
@@ -200,8 +216,13 @@ def build_app(
     if settings.security.codec_keys:
         CodecServer(settings.security).add_routes(app)
     web_channel = app[REGISTRY].get("web")
-    if isinstance(web_channel, WebChannel):
+    web_channel = web_channel if isinstance(web_channel, WebChannel) else None
+    if web_channel is not None:
         WebChat(settings, web_channel, CLIENT).add_routes(app)
+    responses = app[REGISTRY].get("responses")
+    responses = responses if isinstance(responses, ResponsesChannel) else None
+    if settings.security.signing_key.get_secret_value():
+        ResponsesApi(settings, responses, web_channel, CLIENT).add_routes(app)
     return app
 
 

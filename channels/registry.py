@@ -10,6 +10,7 @@ from hosting.settings import (
     ChannelSettings,
     ConfigError,
     LoopbackChannelSettings,
+    ResponsesChannelSettings,
     Settings,
     WebChannelSettings,
     WebhookChannelSettings,
@@ -54,6 +55,10 @@ def build_channel(name: str, section: ChannelSettings, settings: Settings) -> Ch
         from channels.loopback import LoopbackChannel
 
         return LoopbackChannel(settings=section)
+    if isinstance(section, ResponsesChannelSettings):
+        from channels.responses import ResponsesChannel
+
+        return ResponsesChannel(settings=section)
     if isinstance(section, WebChannelSettings):
         from channels.web import WebChannel
 

@@ -125,7 +125,11 @@ class WebChannel(BaseChannel):
 
     def acknowledge(self, request: ChannelRequest, result: SubmitResult) -> HttpAnswer:
         status = 202 if result.accepted else 409
-        body: dict[str, object] = {"run_id": result.run_id, "accepted": result.accepted}
+        body: dict[str, object] = {
+            "run_id": result.run_id,
+            "accepted": result.accepted,
+            "token": result.continuation_token,
+        }
         if result.reason:
             body["error"] = result.reason
         return json_answer(status, body)

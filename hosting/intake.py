@@ -27,14 +27,18 @@ from hosting.models import (
     ChannelRequest,
     DeliveryPolicy,
     LinkingPolicy,
+    RunInput,
     RunOptions,
+    RunStatus,
     SessionState,
     SubmitInput,
     SubmitResult,
+    Turn,
 )
 from hosting.settings import ChannelSettings, Settings
 from hosting.targets import parse_target
 from workflows.names import SUBMIT_LATER_SIGNAL
+from workflows.run import AgentRunWorkflow
 from workflows.session import SessionWorkflow
 
 
@@ -93,7 +97,12 @@ def build_submission(
 
 
 async def submit(
-    client: Client, settings: Settings, inp: SubmitInput, *, timeout_s: float
+    client: Client,
+    settings: Settings,
+    inp: SubmitInput,
+    *,
+    timeout_s: float,
+    seed: list[Turn] | None = None,
 ) -> SubmitResult:
     """Update-with-start ``SessionWorkflow.submit``; the update id is the message key."""
     req = inp.request
@@ -102,6 +111,7 @@ async def submit(
         isolation_key=inp.isolation_key,
         identity_hash=inp.identity_hash,
         channel=req.channel,
+        transcript=seed or [],  # used only when this call creates the session
     )
     session_id = session_workflow_id(req.tenant, inp.isolation_key)
     attributes = TypedSearchAttributes(
@@ -153,3 +163,29 @@ async def submit(
     return SubmitResult(
         run_id=run_workflow_id(req.tenant, req.channel, req.message_key), deferred=True
     )
+
+
+async def start_run(
+    client: Client, settings: Settings, inp: SubmitInput, *, transcript: list[Turn]
+) -> str:
+    """A one-off run with no conversation: one new execution, no session (e.g. an API call).
+
+    Starting an existing ID returns that run, so a retried request is the same run."""
+    req = inp.request
+    run_id = run_workflow_id(req.tenant, req.channel, req.message_key)
+    await client.start_workflow(
+        AgentRunWorkflow.run,
+        RunInput(submit=inp, run_id=run_id, session_id=None, transcript=transcript),
+        id=run_id,
+        task_queue=settings.temporal.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(sa.TENANT, req.tenant),
+                SearchAttributePair(sa.CHANNEL, req.channel),
+                SearchAttributePair(sa.RUN_STATUS, RunStatus.QUEUED.value),
+                SearchAttributePair(sa.IDENTITY_HASH, inp.identity_hash),
+            ]
+        ),
+    )
+    return run_id

@@ -128,6 +128,7 @@ class SubmitInput(Versioned):
     identity_hash: str
     options: RunOptions = Field(default_factory=RunOptions)
     caller: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)  # e.g. API model and metadata
 
 
 class SubmitResult(Frozen):
@@ -135,6 +136,7 @@ class SubmitResult(Frozen):
     accepted: bool = True
     duplicate: bool = False
     deferred: bool = False  # recorded by signal while no worker answered; runs when one does
+    continuation_token: str | None = None  # for pull channels: where the caller follows the run
     reason: str | None = None
     position: int = 0
 
@@ -159,7 +161,7 @@ class SessionState(Versioned):
 class RunInput(Versioned):
     submit: SubmitInput
     run_id: str
-    session_id: str
+    session_id: str | None = None  # None: a one-off run with no conversation to report to
     transcript: list[Turn] = Field(default_factory=list)
     link_locked: bool = False  # too many wrong link codes from this session lately
     linked: list[Identity] = Field(default_factory=list)
@@ -196,9 +198,13 @@ class RunView(Frozen):
     channel: str
     created_at: datetime
     updated_at: datetime
+    input_text: str | None = None
     output_text: str | None = None
     error: str | None = None
     deliveries: list[DestinationStatus] = Field(default_factory=list)
+    labels: dict[str, str] = Field(default_factory=dict)
+    usage_input_tokens: int | None = None
+    usage_output_tokens: int | None = None
 
 
 class AgentRequest(Versioned):

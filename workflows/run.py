@@ -71,6 +71,7 @@ class AgentRunWorkflow:
         self._deliveries: dict[str, DestinationStatus] = {}
         self._finished = _CommandEffects()
         self._dead: dict[str, list[PushRequest]] = {}
+        self._usage: tuple[int | None, int | None] = (None, None)
 
     @workflow.run
     async def run(self, inp: RunInput) -> RunView:
@@ -127,6 +128,7 @@ class AgentRunWorkflow:
                 self._set_status(RunStatus.FAILED)
             return
         self._output = reply.text
+        self._usage = (reply.usage_input_tokens, reply.usage_output_tokens)
         self._set_status(RunStatus.COMPLETED)
         accounts = [*([inp.home] if inp.home else []), *inp.linked]
         origin = request.reply_to
@@ -211,6 +213,8 @@ class AgentRunWorkflow:
         request = inp.submit.request
         if not policy.enabled:
             return "Linking accounts is not enabled here."
+        if inp.session_id is None:
+            return "Linking needs a conversation, and this request has none."
         me = Identity(
             channel=request.channel,
             user_id=request.user_id,
@@ -265,6 +269,8 @@ class AgentRunWorkflow:
         )
 
     async def _notify_session(self, inp: RunInput) -> None:
+        if inp.session_id is None:
+            return
         handle = workflow.get_external_workflow_handle(inp.session_id)
         await handle.signal(
             names.RUN_FINISHED_SIGNAL,
@@ -312,7 +318,11 @@ class AgentRunWorkflow:
             channel=self._inp.submit.request.channel,
             created_at=self._created_at,
             updated_at=self._updated_at,
+            input_text=self._inp.submit.request.text,
             output_text=self._output,
             error=self._error,
             deliveries=list(self._deliveries.values()),
+            labels=self._inp.submit.labels,
+            usage_input_tokens=self._usage[0],
+            usage_output_tokens=self._usage[1],
         )

@@ -1,0 +1,161 @@
+"""The OpenAI-Responses-compatible API as a (pull) channel: bearer-key callers, no pushes.
+
+Callers authenticate with ``Authorization: Bearer <key>`` from ``[channels.responses].api_keys``
+(a table name → key); each key is a caller identity ``responses:<name>``. Replies are stored on
+the run and fetched with the continuation token, never pushed.
+"""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from collections.abc import Mapping
+from typing import Literal
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict, Field
+
+from channels.base import (
+    Accepted,
+    BaseChannel,
+    ChannelAck,
+    FailureMode,
+    HttpAnswer,
+    InboundHttp,
+    InboundOutcome,
+    Refused,
+    json_answer,
+)
+from channels.inbound_body import BodyError, parse_body
+from hosting.ids import InvalidKey, check_component
+from hosting.models import ChannelRequest, PushRequest, ReplyAddress, SubmitResult, Turn
+from hosting.settings import ConfigError, ResponsesChannelSettings
+
+
+class InputContent(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    type: str
+    text: str | None = None
+
+
+class InputMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    role: Literal["user", "assistant", "system", "developer"]
+    content: str | list[InputContent]
+    type: Literal["message"] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(
+            c.text or "" for c in self.content if c.type in ("input_text", "output_text", "text")
+        )
+
+
+class CreateResponse(BaseModel):
+    """The part of ``POST /v1/responses`` this API understands (other fields are ignored)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    model: str = Field(default="switchboard", max_length=200)
+    input: str | list[InputMessage] = Field(min_length=1)
+    background: bool = False
+    stream: bool = False
+    metadata: dict[str, str] | None = Field(default=None, max_length=16)
+    previous_response_id: str | None = Field(default=None, max_length=2000)
+
+    def text_and_transcript(self) -> tuple[str, list[Turn]]:
+        """The last user message is the input; earlier user/assistant turns are history."""
+        if isinstance(self.input, str):
+            return self.input, []
+        turns = [m for m in self.input if m.role in ("user", "assistant")]
+        if not turns or turns[-1].role != "user":
+            raise BodyError("input: the last message must come from the user")
+        history = [Turn(role=m.role, text=m.text()) for m in turns[:-1]]
+        return turns[-1].text(), history
+
+
+class ResponsesChannel(BaseChannel):
+    name = "responses"
+    pull = True
+
+    def __init__(self, *, settings: ResponsesChannelSettings) -> None:
+        super().__init__(settings=settings)
+        if not settings.api_keys:
+            raise ConfigError("channels.responses.api_keys: at least one caller key is required")
+        self._keys = [
+            (name, key.get_secret_value().encode()) for name, key in settings.api_keys.items()
+        ]
+
+    def caller(self, headers: Mapping[str, str]) -> str | None:
+        """``responses:<name>`` for a known bearer key; every key is compared, in constant time."""
+        scheme, _, presented = headers.get("Authorization", "").partition(" ")
+        found: str | None = None
+        if scheme.lower() == "bearer" and presented:
+            token = presented.strip().encode()
+            for name, key in self._keys:
+                if hmac.compare_digest(token, key):
+                    found = f"{self.name}:{name}"
+        return found
+
+    def build_request(
+        self,
+        *,
+        tenant: str,
+        caller: str,
+        body: CreateResponse,
+        idempotency_key: str | None,
+        conversation: str | None,
+    ) -> tuple[ChannelRequest, list[Turn]]:
+        """Raises BodyError or InvalidKey with a reason for the caller."""
+        text, history = body.text_and_transcript()
+        caller_name = caller.split(":", 1)[1]
+        if idempotency_key is not None:
+            check_component(idempotency_key, "Idempotency-Key")
+            # Scoped by caller: two callers' keys never collide.
+            message_key = f"{caller_name}.{idempotency_key}"
+        else:
+            message_key = uuid.uuid4().hex
+        conversation_id = conversation or message_key
+        request = ChannelRequest(
+            tenant=tenant,
+            channel=self.name,
+            message_key=check_component(message_key, "message key"),
+            user_id=caller_name,
+            conversation_id=conversation_id,
+            is_direct=True,
+            text=text,
+            reply_to=ReplyAddress(
+                channel=self.name, user_id=caller_name, conversation_id=conversation_id
+            ),
+        )
+        return request, history
+
+    def scope(self, request: ChannelRequest) -> Literal["per_conversation"]:
+        return "per_conversation"
+
+    async def receive(self, http: InboundHttp) -> InboundOutcome:
+        caller = self.caller(http.headers)
+        if caller is None:
+            return Refused(401, "invalid API key")
+        try:
+            body = parse_body(CreateResponse, http.body)
+            request, _ = self.build_request(
+                tenant=http.tenant,
+                caller=caller,
+                body=body,
+                idempotency_key=http.headers.get("Idempotency-Key"),
+                conversation=None,
+            )
+        except (BodyError, InvalidKey) as exc:
+            return Refused(400, str(exc))
+        return Accepted(request)
+
+    def acknowledge(self, request: ChannelRequest, result: SubmitResult) -> HttpAnswer:
+        status = 202 if result.accepted else 409
+        return json_answer(status, {"run_id": result.run_id, "accepted": result.accepted})
+
+    def refuse(self, request: ChannelRequest) -> HttpAnswer:
+        return json_answer(403, {"error": "forbidden"})
+
+    async def push(self, http: aiohttp.ClientSession, push: PushRequest) -> ChannelAck:
+        return ChannelAck(mode=FailureMode.REJECTED, detail="the responses channel is pull-only")

@@ -1,0 +1,44 @@
+"""Continuation tokens: signing, expiry, tampering, binding to caller and tenant."""
+
+from __future__ import annotations
+
+import re
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hosting.tokens import TokenClaims, issue, verify
+
+KEY = b"k" * 32
+CLAIMS = TokenClaims(
+    run_id="run/default/responses/abc", tenant="default", caller="responses:alice", expires_at=2_000
+)
+
+
+def test_round_trip_and_url_safety() -> None:
+    token = issue(KEY, CLAIMS)
+    assert re.fullmatch(r"resp_[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+", token)
+    assert "alice" not in token and "run/" not in token
+    assert verify(KEY, token, tenant="default", caller="responses:alice", now=1_000) == CLAIMS
+
+
+def test_expired_foreign_and_other_tenant_tokens_are_refused() -> None:
+    token = issue(KEY, CLAIMS)
+    assert verify(KEY, token, tenant="default", caller="responses:alice", now=2_000) is None
+    assert verify(KEY, token, tenant="default", caller="responses:bob", now=1_000) is None
+    assert verify(KEY, token, tenant="other", caller="responses:alice", now=1_000) is None
+    assert verify(b"j" * 32, token, tenant="default", caller="responses:alice", now=1_000) is None
+
+
+def test_tampering_is_detected() -> None:
+    token = issue(KEY, CLAIMS)
+    body, mac = token.removeprefix("resp_").split(".")
+    forged = issue(b"x" * 32, CLAIMS.model_copy(update={"expires_at": 9_999}))
+    assert verify(KEY, forged, tenant="default", caller="responses:alice", now=1_000) is None
+    flipped = "resp_" + body[:-2] + ("A" if body[-2] != "A" else "B") + body[-1] + "." + mac
+    assert verify(KEY, flipped, tenant="default", caller="responses:alice", now=1_000) is None
+
+
+@given(st.text(max_size=200))
+def test_garbage_never_verifies_or_raises(garbage: str) -> None:
+    assert verify(KEY, garbage, tenant="default", caller="responses:alice", now=1_000) is None
