@@ -33,6 +33,7 @@ from tests.support import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
+API_KEY = "sk-crash-test-0123456789"
 pytestmark = pytest.mark.slow
 
 
@@ -64,6 +65,8 @@ continuation_s = 30
 [channels.webhook]
 secret = "{WEBHOOK_SECRET}"
 callback_url = "{callback_url}"
+[channels.responses.api_keys]
+crash = "{API_KEY}"
 """
     )
 
@@ -122,7 +125,9 @@ async def gateway_http(
     client: Client, worker_process: tuple[WorkerProcess, str]
 ) -> AsyncIterator[TestClient]:
     _, tq = worker_process
-    settings = make_settings(tq, temporal_address(client))
+    settings = make_settings(
+        tq, temporal_address(client), channels={"responses": {"api_keys": {"crash": API_KEY}}}
+    )
     async with TestClient(TestServer(build_app(settings, client=client), host="127.0.0.1")) as http:
         yield http
 
@@ -174,3 +179,28 @@ async def test_sigkilled_worker_loses_and_duplicates_nothing(
         str(r["text"]) for r in receiver.received if r["run_id"] != "run/default/webhook/crash_late"
     )
     assert set(texts) == {f"echo: msg {i}" for i in range(count)}
+
+
+async def test_background_response_survives_a_killed_worker(
+    worker_process: tuple[WorkerProcess, str], gateway_http: TestClient
+) -> None:
+    from openai import AsyncOpenAI
+
+    worker, _ = worker_process
+    worker.start()
+    api = AsyncOpenAI(base_url=str(gateway_http.make_url("/v1")), api_key=API_KEY, max_retries=0)
+    created = await api.responses.create(model="m", input="survive this", background=True)
+
+    async def in_progress() -> bool:
+        return (await api.responses.retrieve(created.id)).status == "in_progress"
+
+    await eventually(in_progress, timeout=60)
+    worker.kill()  # mid-agent-call: the activity's heartbeats stop
+    worker.start()
+
+    async def completed() -> bool:
+        return (await api.responses.retrieve(created.id)).status == "completed"
+
+    await eventually(completed, timeout=90)
+    assert (await api.responses.retrieve(created.id)).output_text == "echo: survive this"
+    await api.close()
