@@ -58,7 +58,11 @@ class DeliveryActivities:
                 type=PUSH_REJECTED,
                 non_retryable=True,
             )
-        ack = await channel.push(self._http, push)
+        # A long reply goes out in parts; parts an earlier attempt delivered are not sent again.
+        done = int(activity.info().heartbeat_details[0]) if activity.info().heartbeat_details else 0
+        ack = await channel.push(self._http, push.model_copy(update={"skip_parts": done}))
+        if not ack.ok and ack.parts_delivered:
+            activity.heartbeat(done + ack.parts_delivered)
         _count(push, ack.mode.value)
         if ack.mode is FailureMode.DELIVERED:
             return PushResult(attempts=attempt, platform_message_ids=ack.platform_message_ids)

@@ -35,6 +35,7 @@ class ChannelAck(Frozen):
     retry_after_s: float | None = None
     detail: str | None = None
     platform_message_ids: list[str] = []
+    parts_delivered: int = 0  # of a split message, how many went out in this call
 
     @property
     def ok(self) -> bool:

@@ -12,6 +12,8 @@ from hosting.settings import (
     LoopbackChannelSettings,
     ResponsesChannelSettings,
     Settings,
+    SlackChannelSettings,
+    TelegramChannelSettings,
     WebChannelSettings,
     WebhookChannelSettings,
 )
@@ -55,6 +57,14 @@ def build_channel(name: str, section: ChannelSettings, settings: Settings) -> Ch
         from channels.loopback import LoopbackChannel
 
         return LoopbackChannel(settings=section)
+    if isinstance(section, TelegramChannelSettings):
+        from channels.telegram import TelegramChannel
+
+        return TelegramChannel(settings=section)
+    if isinstance(section, SlackChannelSettings):
+        from channels.slack import SlackChannel
+
+        return SlackChannel(settings=section)
     if isinstance(section, ResponsesChannelSettings):
         from channels.responses import ResponsesChannel
 

@@ -230,6 +230,7 @@ class PushRequest(Versioned):
     created_at: datetime
     max_age_s: float
     policy: DeliveryPolicy
+    skip_parts: int = 0  # parts of a split message already delivered by an earlier attempt
 
 
 class PushResult(Frozen):

@@ -1,0 +1,213 @@
+"""Slack Events API in, Web API ``chat.postMessage`` out.
+
+Inbound ``POST /channels/slack`` is signed: ``X-Slack-Signature`` is ``v0=`` + hex HMAC-SHA256
+of ``v0:{X-Slack-Request-Timestamp}:{body}`` with the signing secret, within five minutes.
+The message key is ``{channel}.{ts}``: a message subscribed as both ``message.im`` and
+``app_mention`` arrives twice with different event ids, and Slack's retries
+(``X-Slack-Retry-Num``) repeat the same event; all of them are one run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from typing import Any
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict, Field
+
+from channels.base import (
+    Accepted,
+    Answered,
+    BaseChannel,
+    ChannelAck,
+    FailureMode,
+    HttpAnswer,
+    InboundHttp,
+    InboundOutcome,
+    Refused,
+    json_answer,
+)
+from channels.chunking import split_text
+from channels.http_push import HttpResult, classify_status, parse_retry_after, post
+from channels.inbound_body import BodyError, parse_body
+from hosting.models import ChannelRequest, PushRequest, ReplyAddress
+from hosting.settings import ConfigError, SlackChannelSettings
+
+TOLERANCE_S = 300
+MAX_TEXT = 4000
+IGNORED = Answered(HttpAnswer(status=200))
+_MENTION = re.compile(r"<@[A-Z0-9]+(?:\|[^>]*)?>\s*")
+REJECTED_ERRORS = {"channel_not_found", "is_archived", "not_in_channel", "msg_too_long",
+                   "no_text", "user_not_found", "cannot_dm_bot", "restricted_action"}  # fmt: skip
+UNAUTHORIZED_ERRORS = {"invalid_auth", "token_revoked", "not_authed", "account_inactive",
+                       "missing_scope", "token_expired", "no_permission"}  # fmt: skip
+TRANSIENT_ERRORS = {"internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class SlackEvent(_Model):
+    type: str
+    user: str | None = Field(default=None, max_length=64)
+    text: str | None = Field(default=None, max_length=40_000)
+    ts: str | None = Field(default=None, max_length=64)
+    thread_ts: str | None = Field(default=None, max_length=64)
+    channel: str | None = Field(default=None, max_length=64)
+    channel_type: str | None = None
+    subtype: str | None = None
+    bot_id: str | None = None
+
+
+class SlackEnvelope(_Model):
+    type: str
+    challenge: str | None = Field(default=None, max_length=200)
+    event_id: str | None = None
+    event: SlackEvent | None = None
+
+
+def signature(secret: bytes, timestamp: str, body: bytes) -> str:
+    mac = hmac.new(secret, b"v0:" + timestamp.encode() + b":" + body, hashlib.sha256)
+    return "v0=" + mac.hexdigest()
+
+
+class SlackChannel(BaseChannel):
+    name = "slack"
+
+    def __init__(self, *, settings: SlackChannelSettings) -> None:
+        super().__init__(settings=settings)
+        self.settings: SlackChannelSettings = settings
+        if not settings.signing_secret.get_secret_value():
+            raise ConfigError("channels.slack.signing_secret: missing")
+        if not settings.bot_token.get_secret_value():
+            raise ConfigError("channels.slack.bot_token: missing (xoxb-...)")
+        self._secret = settings.signing_secret.get_secret_value().encode()
+
+    def _verified(self, http: InboundHttp) -> bool:
+        stamp = http.headers.get("X-Slack-Request-Timestamp", "")
+        presented = http.headers.get("X-Slack-Signature", "")
+        try:
+            fresh = abs(http.received_at - int(stamp)) <= TOLERANCE_S
+        except ValueError:
+            return False
+        expected = signature(self._secret, stamp, http.body)
+        return hmac.compare_digest(presented.encode(), expected.encode()) and fresh
+
+    async def receive(self, http: InboundHttp) -> InboundOutcome:
+        if not self._verified(http):
+            return Refused(401, "invalid signature")
+        try:
+            envelope = parse_body(SlackEnvelope, http.body)
+        except BodyError as exc:
+            return Refused(400, str(exc))
+        if envelope.type == "url_verification":
+            return Answered(json_answer(200, {"challenge": envelope.challenge or ""}))
+        event = envelope.event
+        if envelope.type != "event_callback" or event is None:
+            return IGNORED  # app_rate_limited and other notices
+        if (
+            event.bot_id is not None  # bots, ours included: never answer ourselves
+            or event.subtype is not None  # edits, joins, deletions: not user text
+            or not (event.user and event.text and event.ts and event.channel)
+        ):
+            return IGNORED
+        direct = event.channel_type == "im"
+        in_channel_ok = self.settings.accept_in_group == "all"
+        wanted = event.type == "app_mention" or (
+            event.type == "message" and (direct or in_channel_ok)
+        )
+        if not wanted:
+            return IGNORED
+        text = _MENTION.sub("", event.text).strip()
+        return Accepted(
+            ChannelRequest(
+                tenant=http.tenant,
+                channel=self.name,
+                message_key=f"{event.channel}.{event.ts}",
+                user_id=event.user,
+                conversation_id=event.channel,
+                thread_id=event.thread_ts,
+                is_direct=direct,
+                text=text,
+                reply_to=ReplyAddress(
+                    channel=self.name,
+                    user_id=event.user,
+                    conversation_id=event.channel,
+                    thread_id=event.thread_ts,
+                ),
+            )
+        )
+
+    # -- push ------------------------------------------------------------------------------
+
+    def _headers(self) -> dict[str, str]:
+        return {
+            "authorization": f"Bearer {self.settings.bot_token.get_secret_value()}",
+            "content-type": "application/json; charset=utf-8",
+        }
+
+    def _url(self, method: str) -> str:
+        return f"{self.settings.api_base_url.rstrip('/')}/{method}"
+
+    def _ack(self, result: HttpResult) -> tuple[ChannelAck, dict[str, Any]]:
+        retry_after = parse_retry_after(result.headers.get("retry-after"))
+        if result.status != 200:
+            return classify_status(result.status, retry_after), {}
+        body: Any = result.json()
+        if not isinstance(body, dict):
+            return ChannelAck(mode=FailureMode.TRANSIENT, detail="unreadable answer"), {}
+        if body.get("ok"):
+            return ChannelAck(
+                mode=FailureMode.DELIVERED, platform_message_ids=[str(body.get("ts", ""))]
+            ), body
+        # Slack reports most errors as HTTP 200 with ok: false.
+        error = str(body.get("error", "unknown"))
+        if error == "ratelimited":
+            return ChannelAck(
+                mode=FailureMode.RATE_LIMITED, retry_after_s=retry_after, detail=error
+            ), body
+        if error in UNAUTHORIZED_ERRORS:
+            return ChannelAck(mode=FailureMode.UNAUTHORIZED, detail=error), body
+        if error in TRANSIENT_ERRORS:
+            return ChannelAck(mode=FailureMode.TRANSIENT, detail=error), body
+        return ChannelAck(mode=FailureMode.REJECTED, detail=error), body
+
+    async def _call(self, http: aiohttp.ClientSession, method: str, payload: dict[str, Any],
+                    timeout_s: float) -> tuple[ChannelAck, dict[str, Any]]:  # fmt: skip
+        result = await post(
+            http,
+            self._url(method),
+            body=json.dumps(payload).encode(),
+            headers=self._headers(),
+            timeout_s=timeout_s,
+        )
+        if isinstance(result, ChannelAck):
+            return result, {}
+        return self._ack(result)
+
+    async def push(self, http: aiohttp.ClientSession, push: PushRequest) -> ChannelAck:
+        addr = push.address
+        channel = addr.conversation_id
+        if channel[:1] in ("U", "W"):  # a user, not a conversation: open the DM first
+            ack, body = await self._call(
+                http, "conversations.open", {"users": channel}, push.policy.timeout_s
+            )
+            if not ack.ok:
+                return ack
+            channel = str((body.get("channel") or {}).get("id", ""))
+        sent: list[str] = []
+        for part in split_text(push.text, MAX_TEXT)[push.skip_parts :]:
+            payload: dict[str, Any] = {"channel": channel, "text": part}
+            if addr.thread_id:
+                payload["thread_ts"] = addr.thread_id
+            ack, _ = await self._call(http, "chat.postMessage", payload, push.policy.timeout_s)
+            if not ack.ok:
+                return ack.model_copy(update={"parts_delivered": len(sent)})
+            sent += ack.platform_message_ids
+        return ChannelAck(
+            mode=FailureMode.DELIVERED, platform_message_ids=sent, parts_delivered=len(sent)
+        )

@@ -1,0 +1,231 @@
+"""Telegram Bot API: webhook in, ``sendMessage`` out.
+
+Inbound ``POST /channels/telegram`` carries the secret set with ``setWebhook`` in
+``X-Telegram-Bot-Api-Secret-Token`` (the body itself is not signed); ``update_id`` is the
+message key, so Telegram's redeliveries are one run. In groups the bot answers only when
+addressed (``accept_in_group``), and forum topics keep their ``message_thread_id``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict, Field
+
+from channels.base import (
+    Accepted,
+    Answered,
+    BaseChannel,
+    ChannelAck,
+    FailureMode,
+    HttpAnswer,
+    InboundHttp,
+    InboundOutcome,
+    Refused,
+)
+from channels.chunking import split_text
+from channels.http_push import HttpResult, classify_status, post
+from channels.inbound_body import BodyError, parse_body
+from hosting.models import ChannelRequest, PushRequest, ReplyAddress
+from hosting.settings import ConfigError, TelegramChannelSettings
+
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 (a header name)
+MAX_TEXT = 4096
+IGNORED = Answered(HttpAnswer(status=200))  # a 2xx, or Telegram redelivers what we will not use
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class TgUser(_Model):
+    id: int
+    is_bot: bool = False
+    username: str | None = None
+
+
+class TgChat(_Model):
+    id: int
+    type: str
+
+
+class TgEntity(_Model):
+    type: str
+    offset: int = Field(ge=0)
+    length: int = Field(ge=0)
+
+
+class TgReplied(_Model):
+    from_: TgUser | None = Field(default=None, alias="from")
+
+
+class TgMessage(_Model):
+    message_id: int
+    from_: TgUser | None = Field(default=None, alias="from")
+    chat: TgChat
+    message_thread_id: int | None = None
+    is_topic_message: bool | None = None
+    text: str | None = Field(default=None, max_length=20_000)
+    entities: list[TgEntity] = Field(default_factory=list)
+    reply_to_message: TgReplied | None = None
+
+
+class TgUpdate(_Model):
+    update_id: int
+    message: TgMessage | None = None
+
+
+def _entity_text(text: str, entity: TgEntity) -> str:
+    """Entity offsets count UTF-16 code units, not Python characters."""
+    units = text.encode("utf-16-le")
+    return units[2 * entity.offset : 2 * (entity.offset + entity.length)].decode(
+        "utf-16-le", errors="replace"
+    )
+
+
+class TelegramChannel(BaseChannel):
+    name = "telegram"
+
+    def __init__(self, *, settings: TelegramChannelSettings) -> None:
+        super().__init__(settings=settings)
+        self.settings: TelegramChannelSettings = settings
+        if not settings.bot_token.get_secret_value():
+            raise ConfigError("channels.telegram.bot_token: missing")
+        if not settings.secret_token.get_secret_value():
+            raise ConfigError("channels.telegram.secret_token: missing (the setWebhook secret)")
+        self._secret = settings.secret_token.get_secret_value().encode()
+        self._bot = settings.bot_username.lstrip("@").lower()
+
+    def api_url(self, method: str) -> str:
+        base = self.settings.api_base_url.rstrip("/")
+        return f"{base}/bot{self.settings.bot_token.get_secret_value()}/{method}"
+
+    # -- inbound ---------------------------------------------------------------------------
+
+    def _addressed(self, msg: TgMessage, text: str) -> tuple[bool, str]:
+        """Whether a group message is for us, and its text without our @name."""
+        mode = self.settings.accept_in_group
+        command = next((e for e in msg.entities if e.type == "bot_command" and e.offset == 0), None)
+        is_command = False
+        if command is not None:
+            word = _entity_text(text, command)
+            _, _, target = word.partition("@")
+            is_command = not target or target.lower() == self._bot
+            if target and target.lower() == self._bot:
+                text = text.replace(word, word.split("@", 1)[0], 1)
+        mentioned = any(
+            e.type == "mention" and _entity_text(text, e).lstrip("@").lower() == self._bot
+            for e in msg.entities
+        )
+        if mentioned and self._bot:
+            text = " ".join(w for w in text.split(" ") if w.lower() != f"@{self._bot}").strip()
+        replied = msg.reply_to_message
+        to_us = bool(
+            replied and replied.from_ and (replied.from_.username or "").lower() == self._bot
+        )
+        if mode == "all":
+            return True, text
+        if mode == "commands_only":
+            return is_command, text
+        return is_command or (mentioned and bool(self._bot)) or to_us, text
+
+    async def receive(self, http: InboundHttp) -> InboundOutcome:
+        presented = http.headers.get(SECRET_HEADER, "").encode()
+        if not hmac.compare_digest(presented, self._secret):
+            return Refused(401, "invalid secret token")
+        try:
+            update = parse_body(TgUpdate, http.body)
+        except BodyError as exc:
+            return Refused(400, str(exc))
+        msg = update.message
+        if msg is None or msg.text is None or msg.from_ is None or msg.from_.is_bot:
+            return IGNORED  # edits, joins, photos, other bots: nothing for the agent
+        direct = msg.chat.type == "private"
+        text = msg.text
+        if not direct:
+            addressed, text = self._addressed(msg, text)
+            if not addressed:
+                return IGNORED
+        thread = str(msg.message_thread_id) if msg.message_thread_id is not None else None
+        return Accepted(
+            ChannelRequest(
+                tenant=http.tenant,
+                channel=self.name,
+                message_key=str(update.update_id),
+                user_id=str(msg.from_.id),
+                conversation_id=str(msg.chat.id),
+                thread_id=thread,
+                is_direct=direct,
+                text=text,
+                reply_to=ReplyAddress(
+                    channel=self.name,
+                    user_id=str(msg.from_.id),
+                    conversation_id=str(msg.chat.id),
+                    thread_id=thread,
+                    reply_to_message_id=str(msg.message_id),
+                ),
+            )
+        )
+
+    # -- push ------------------------------------------------------------------------------
+
+    def _ack(self, result: HttpResult) -> ChannelAck:
+        body: Any = result.json() or {}
+        if result.status == 200 and isinstance(body, dict) and body.get("ok"):
+            message_id = str((body.get("result") or {}).get("message_id", ""))
+            return ChannelAck(mode=FailureMode.DELIVERED, platform_message_ids=[message_id])
+        params = body.get("parameters") if isinstance(body, dict) else None
+        if result.status == 429:
+            retry = (params or {}).get("retry_after")
+            return ChannelAck(
+                mode=FailureMode.RATE_LIMITED,
+                retry_after_s=float(retry) if isinstance(retry, int | float) else None,
+                detail="429",
+            )
+        if result.status in (401, 404):  # Telegram answers both for a bad bot token
+            return ChannelAck(mode=FailureMode.UNAUTHORIZED, detail=str(result.status))
+        if result.status == 403:  # blocked by the user, kicked from the group: final
+            return ChannelAck(mode=FailureMode.REJECTED, detail="403")
+        return classify_status(result.status)
+
+    async def push(self, http: aiohttp.ClientSession, push: PushRequest) -> ChannelAck:
+        addr = push.address
+        parts = split_text(push.text, MAX_TEXT)
+        sent: list[str] = []
+        for index, part in enumerate(parts[push.skip_parts :]):
+            payload: dict[str, Any] = {"chat_id": addr.conversation_id, "text": part}
+            if addr.thread_id:
+                payload["message_thread_id"] = int(addr.thread_id)
+            if addr.reply_to_message_id and index == 0 and push.skip_parts == 0:
+                payload["reply_parameters"] = {
+                    "message_id": int(addr.reply_to_message_id),
+                    "allow_sending_without_reply": True,
+                }
+            result = await post(
+                http,
+                self.api_url("sendMessage"),
+                body=json.dumps(payload).encode(),
+                headers={"content-type": "application/json"},
+                timeout_s=push.policy.timeout_s,
+            )
+            ack = result if isinstance(result, ChannelAck) else self._ack(result)
+            if not ack.ok:
+                return ack.model_copy(update={"parts_delivered": len(sent)})
+            sent += ack.platform_message_ids
+        return ChannelAck(
+            mode=FailureMode.DELIVERED, platform_message_ids=sent, parts_delivered=len(sent)
+        )
+
+    async def set_webhook(self, http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+        """Register ``url`` with our secret. Stopping the gateway never deletes it."""
+        payload = {
+            "url": url,
+            "secret_token": self.settings.secret_token.get_secret_value(),
+            "allowed_updates": ["message"],
+        }
+        async with http.post(self.api_url("setWebhook"), json=payload) as resp:
+            answer: dict[str, Any] = await resp.json(content_type=None)
+            return answer
