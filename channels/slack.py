@@ -40,10 +40,25 @@ TOLERANCE_S = 300
 MAX_TEXT = 4000
 IGNORED = Answered(HttpAnswer(status=200))
 _MENTION = re.compile(r"<@[A-Z0-9]+(?:\|[^>]*)?>\s*")
-REJECTED_ERRORS = {"channel_not_found", "is_archived", "not_in_channel", "msg_too_long",
-                   "no_text", "user_not_found", "cannot_dm_bot", "restricted_action"}  # fmt: skip
-UNAUTHORIZED_ERRORS = {"invalid_auth", "token_revoked", "not_authed", "account_inactive",
-                       "missing_scope", "token_expired", "no_permission"}  # fmt: skip
+REJECTED_ERRORS = {
+    "channel_not_found",
+    "is_archived",
+    "not_in_channel",
+    "msg_too_long",
+    "no_text",
+    "user_not_found",
+    "cannot_dm_bot",
+    "restricted_action",
+}
+UNAUTHORIZED_ERRORS = {
+    "invalid_auth",
+    "token_revoked",
+    "not_authed",
+    "account_inactive",
+    "missing_scope",
+    "token_expired",
+    "no_permission",
+}
 TRANSIENT_ERRORS = {"internal_error", "fatal_error", "service_unavailable", "request_timeout"}
 
 
@@ -176,8 +191,9 @@ class SlackChannel(BaseChannel):
             return ChannelAck(mode=FailureMode.TRANSIENT, detail=error), body
         return ChannelAck(mode=FailureMode.REJECTED, detail=error), body
 
-    async def _call(self, http: aiohttp.ClientSession, method: str, payload: dict[str, Any],
-                    timeout_s: float) -> tuple[ChannelAck, dict[str, Any]]:  # fmt: skip
+    async def _call(
+        self, http: aiohttp.ClientSession, method: str, payload: dict[str, Any], timeout_s: float
+    ) -> tuple[ChannelAck, dict[str, Any]]:
         result = await post(
             http,
             self._url(method),
