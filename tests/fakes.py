@@ -26,6 +26,8 @@ class _Fake:
         self._delivered: list[Delivered] = []
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.server: TestServer | None = None
+        self.pushes = 0  # push calls answered so far, failures included
+        self.fail_at: dict[int, tuple[Failure, float]] = {}  # push number -> failure
 
     @property
     def delivered(self) -> list[Delivered]:
@@ -39,6 +41,9 @@ class _Fake:
         return str(self.server.make_url(path))
 
     async def _scripted(self) -> tuple[Failure, float] | None:
+        self.pushes += 1
+        if self.pushes in self.fail_at:
+            return self.fail_at.pop(self.pushes)
         if not self.failures:
             return None
         failure = self.failures.pop(0)
