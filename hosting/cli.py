@@ -210,6 +210,28 @@ def cmd_purge(args: argparse.Namespace) -> int:
     return asyncio.run(_purge(_settings(), args))
 
 
+async def _telegram_set_webhook(settings: Settings, url: str | None) -> int:
+    import aiohttp
+
+    from channels.registry import build_registry
+    from channels.telegram import TelegramChannel
+
+    channel = build_registry(settings).get("telegram")
+    if not isinstance(channel, TelegramChannel):
+        print("switchboard: channels.telegram is not configured", file=sys.stderr)
+        return 2
+    target = url or settings.gateway.public_url.rstrip("/") + "/channels/telegram"
+    async with aiohttp.ClientSession() as http:
+        answer = await channel.set_webhook(http, target)
+    ok = bool(answer.get("ok"))
+    print(f"setWebhook {target}: {'ok' if ok else answer.get('description', 'failed')}")
+    return 0 if ok else 1
+
+
+def cmd_telegram_set_webhook(args: argparse.Namespace) -> int:
+    return asyncio.run(_telegram_set_webhook(_settings(), args.url))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -253,6 +275,14 @@ def build_parser() -> argparse.ArgumentParser:
         p = links_sub.add_parser(name, help=text)
         _add_identity_args(p)
         p.set_defaults(fn=cmd_links)
+
+    telegram = sub.add_parser("telegram", help="Telegram set-up")
+    tg_sub = telegram.add_subparsers(dest="telegram_command", required=True)
+    hook = tg_sub.add_parser(
+        "set-webhook", help="register the gateway's URL and secret with the Bot API"
+    )
+    hook.add_argument("--url", help="default: gateway.public_url + /channels/telegram")
+    hook.set_defaults(fn=cmd_telegram_set_webhook)
 
     purge = sub.add_parser("purge", help="delete everything of one account (session and runs)")
     _add_identity_args(purge)
