@@ -1,0 +1,1 @@
+"""Benchmarks and resilience runs; figures are printed and recorded in RESULTS.md."""
