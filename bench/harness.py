@@ -131,6 +131,15 @@ class Receiver:
         self.port = self.port or free_port()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
 
+    async def wait_for(self, count: int, timeout: float = 300) -> bool:
+        """Until ``count`` distinct keys have arrived (or the timeout); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while len(self.first_seen) < count:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
     async def stop(self) -> None:
         if self._runner:
             await self._runner.cleanup()

@@ -1,0 +1,141 @@
+"""End to end: signed webhook → echo agent → signed push at a local receiver.
+
+Latency is from sending the webhook to the receiver's first sight of the reply's idempotency
+key. Each message is its own conversation, so sessions run in parallel. The floor is a bare
+Temporal client starting one workflow with two trivial activities and awaiting its result, on
+the same dev server. A breakdown comes from the sampled runs' histories.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+import uuid
+from typing import Any
+
+import aiohttp
+from temporalio.api.enums.v1 import EventType
+from temporalio.worker import Worker
+
+from bench.floor import FloorWorkflow, floor_step
+from bench.harness import drive, machine, percentiles, stack, webhook_request
+
+
+async def breakdown(client: Any, sampled: list[tuple[str, str]]) -> dict[str, float]:
+    """Mean milliseconds per stage, read from event timestamps of sessions and runs."""
+    stages: dict[str, list[float]] = {
+        "session_queue": [],
+        "agent_activity": [],
+        "delivery": [],
+        "run_total": [],
+    }
+    for msg_id, user in sampled:
+        run = await client.get_workflow_handle(f"run/default/webhook/{msg_id}").fetch_history()
+        ev = run.events
+        start = ev[0].event_time.ToDatetime()
+        scheduled = [e for e in ev if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED]
+        completed = [e for e in ev if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED]
+        if len(scheduled) < 2 or len(completed) < 2:
+            continue
+        agent = (
+            completed[0].event_time.ToDatetime() - scheduled[0].event_time.ToDatetime()
+        ).total_seconds()
+        push = (
+            completed[1].event_time.ToDatetime() - scheduled[1].event_time.ToDatetime()
+        ).total_seconds()
+        stages["agent_activity"].append(agent)
+        stages["delivery"].append(push)
+        stages["run_total"].append((completed[1].event_time.ToDatetime() - start).total_seconds())
+        session = await client.get_workflow_handle(
+            f"session/default/webhook:{user}"
+        ).fetch_history()
+        accepted = next(
+            e
+            for e in session.events
+            if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
+        )
+        initiated = next(
+            e
+            for e in session.events
+            if e.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED
+        )
+        stages["session_queue"].append(
+            (initiated.event_time.ToDatetime() - accepted.event_time.ToDatetime()).total_seconds()
+        )
+    return {k: round(sum(v) / len(v) * 1000, 1) for k, v in stages.items() if v}
+
+
+async def main(args: argparse.Namespace) -> None:
+    report: dict[str, Any] = {"machine": machine(), "count": args.count, "results": []}
+    async with stack() as st:
+        floor_tq = f"floor-{uuid.uuid4().hex[:6]}"
+        async with Worker(
+            st.client, task_queue=floor_tq, workflows=[FloorWorkflow], activities=[floor_step]
+        ):
+            sent = 0
+            async with aiohttp.ClientSession() as http:
+                for concurrency in args.concurrency:
+                    latencies: list[float] = []
+                    ids: list[tuple[str, str]] = []
+                    starts: dict[str, float] = {}
+
+                    async def one(
+                        i: int,
+                        starts: dict[str, float] = starts,
+                        ids: list[tuple[str, str]] = ids,
+                        latencies: list[float] = latencies,
+                    ) -> None:
+                        user = f"e{uuid.uuid4().hex[:10]}"
+                        msg_id, body, headers = webhook_request(user, f"m{i}")
+                        starts[msg_id] = time.monotonic()
+                        async with http.post(
+                            st.gateway_url + "/channels/webhook", data=body, headers=headers
+                        ) as resp:
+                            assert resp.status == 202
+                        key = f"run/default/webhook/{msg_id}:webhook:response"
+                        while key not in st.receiver.first_seen:
+                            await asyncio.sleep(0.002)
+                        latencies.append(st.receiver.first_seen[key] - starts[msg_id])
+                        ids.append((msg_id, user))
+
+                    wall = await drive(args.count, concurrency, one)
+                    sent += args.count
+                    floor: list[float] = []
+
+                    async def floor_one(i: int, floor: list[float] = floor) -> None:
+                        started = time.monotonic()
+                        await st.client.execute_workflow(
+                            FloorWorkflow.run,
+                            f"v{i}",
+                            id=f"floor-{uuid.uuid4().hex}",
+                            task_queue=floor_tq,
+                        )
+                        floor.append(time.monotonic() - started)
+
+                    floor_wall = await drive(args.count, concurrency, floor_one)
+                    e, f = percentiles(latencies), percentiles(floor)
+                    row = {
+                        "concurrency": concurrency,
+                        "e2e_ms": e,
+                        "floor_ms": f,
+                        "e2e_per_s": round(args.count / wall, 1),
+                        "floor_per_s": round(args.count / floor_wall, 1),
+                        "p50_ratio": round(e["p50"] / f["p50"], 2),
+                        "p99_ratio": round(e["p99"] / f["p99"], 2),
+                        "throughput_ratio": round(floor_wall / wall, 2),
+                        "breakdown_mean_ms": await breakdown(
+                            st.client, ids[:: max(1, len(ids) // 25)]
+                        ),
+                    }
+                    report["results"].append(row)
+                    print(json.dumps(row), flush=True)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--count", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    asyncio.run(main(parser.parse_args()))
