@@ -1,0 +1,63 @@
+"""Fan-out: one reply delivered to 1, 4 and 8 destinations at once.
+
+A run delivers to every destination concurrently, each through ``push_with_retries`` and the
+``push_reply`` activity. This bench drives exactly that mechanism (the product's code) from a
+small workflow, to N webhook conversations, because one person rarely has eight channels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+import uuid
+from typing import Any
+
+import aiohttp
+from temporalio.worker import Worker
+
+from activities.delivery import DeliveryActivities
+from bench.fanout_workflow import FanoutWorkflow
+from bench.harness import machine, percentiles, stack
+from channels.registry import build_registry
+from hosting.settings import load_settings
+from worker import workflow_runner
+
+
+async def main(args: argparse.Namespace) -> None:
+    report: dict[str, Any] = {"machine": machine(), "repeats": args.repeats, "results": []}
+    async with stack() as st:
+        settings = load_settings(str(st.config))
+        tq = f"fanout-{uuid.uuid4().hex[:6]}"
+        async with aiohttp.ClientSession() as http:
+            delivery = DeliveryActivities(build_registry(settings), http)
+            async with Worker(
+                st.client,
+                task_queue=tq,
+                workflows=[FanoutWorkflow],
+                activities=[delivery.push_reply],
+                workflow_runner=workflow_runner(),
+            ):
+                base: float | None = None
+                for n in args.destinations:
+                    samples = []
+                    for _ in range(args.repeats):
+                        started = time.monotonic()
+                        await st.client.execute_workflow(
+                            FanoutWorkflow.run, n, id=f"fan-{uuid.uuid4().hex}", task_queue=tq
+                        )
+                        samples.append(time.monotonic() - started)
+                    p = percentiles(samples)
+                    base = base or p["p50"]
+                    row = {"destinations": n, "ms": p, "p50_vs_one": round(p["p50"] / base, 2)}
+                    report["results"].append(row)
+                    print(json.dumps(row), flush=True)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--destinations", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--repeats", type=int, default=30)
+    asyncio.run(main(parser.parse_args()))
