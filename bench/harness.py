@@ -242,7 +242,9 @@ def dev_server_args(db_file: Path | None) -> list[str]:
     return args
 
 
-async def start_dev_server(port: int, db_file: Path | None) -> subprocess.Popen[bytes]:
+async def start_dev_server(
+    port: int, db_file: Path | None, extra: list[str] | None = None
+) -> subprocess.Popen[bytes]:
     argv = [
         temporal_bin(),
         "server",
@@ -255,6 +257,7 @@ async def start_dev_server(port: int, db_file: Path | None) -> subprocess.Popen[
         "--log-level",
         "error",
         *dev_server_args(db_file),
+        *(extra or []),
         *sa.dev_server_flags(),
     ]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -279,10 +282,11 @@ async def stack(
     extra_config: str = "",
     receiver: Receiver | None = None,
     workers: int = 1,
+    server_args: list[str] | None = None,
 ) -> AsyncIterator[Stack]:
     """Dev server + worker process(es) + gateway process + receiver, torn down afterwards."""
     tport, gport, mport = free_port(), free_port(), free_port()
-    server = await start_dev_server(tport, db_file)
+    server = await start_dev_server(tport, db_file, server_args)
     receiver = receiver or Receiver()
     await receiver.start()
     workdir = Path(tempfile.mkdtemp(prefix="switchboard-bench-"))
