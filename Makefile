@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install dev test browser lint typecheck check clean
+.PHONY: install dev test browser lint typecheck check clean bench chaos
 
 install: $(STAMP)
 
@@ -26,6 +26,16 @@ browser:
 	  echo "installing chromium for the browser tests"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+# Benchmarks and resilience runs (minutes; loopback only). Figures go to .data/bench/.
+bench: install
+	mkdir -p .data/bench
+	for b in ingress e2e fanout cost baseline; do \
+	  $(PY) -m bench.$$b | tee .data/bench/$$b.log || exit 1; done
+
+chaos: install
+	mkdir -p .data/bench
+	$(PY) -m bench.chaos | tee .data/bench/chaos.log
 
 lint: install
 	$(VENV)/bin/ruff check .
