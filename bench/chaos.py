@@ -1,8 +1,10 @@
 """Resilience runs: kill the worker, stop Temporal, make the platform flaky, fuzz every route.
 
 Each scenario counts replies at the receiver by idempotency key (``webhook-id``): ``lost`` is
-messages with no reply, ``duplicates`` is replies whose key had already arrived. Bounded in
-count and time; loopback only.
+messages with no reply; ``duplicate_replies`` is replies under a key no message should have
+produced (a second run for one message); ``repeated_transmissions`` is a reply sent again under
+its own key after a crash or outage, which a Standard Webhooks receiver drops by that key.
+Bounded in count and time; loopback only.
 """
 
 from __future__ import annotations
@@ -68,13 +70,13 @@ async def send_with_retries(
 
 def tally(expected: list[str], receiver: Receiver) -> dict[str, int]:
     keys = {f"run/default/webhook/{m}:webhook:response" for m in expected}
-    delivered = keys & set(receiver.first_seen)
+    seen = set(receiver.first_seen)
     return {
         "messages": len(expected),
-        "replies_distinct": len(delivered),
-        "replies_raw": receiver.raw,
-        "lost": len(keys - delivered),
-        "duplicates": receiver.raw - len(set(receiver.first_seen)),
+        "replies_by_key": len(keys & seen),
+        "lost": len(keys - seen),
+        "duplicate_replies": len(seen - keys),
+        "repeated_transmissions": receiver.raw - len(seen),
     }
 
 
@@ -241,7 +243,7 @@ async def main(args: argparse.Namespace) -> None:
         r
         for r in results
         if r.get("lost")
-        or r.get("duplicates")
+        or r.get("duplicate_replies")
         or r.get("server_errors")
         or r.get("workflows_started")
     ]

@@ -283,6 +283,7 @@ async def stack(
     receiver: Receiver | None = None,
     workers: int = 1,
     server_args: list[str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[Stack]:
     """Dev server + worker process(es) + gateway process + receiver, torn down afterwards."""
     tport, gport, mport = free_port(), free_port(), free_port()
@@ -304,7 +305,7 @@ async def stack(
     client = await Client.connect(
         f"127.0.0.1:{tport}", data_converter=build_data_converter(security())
     )
-    env = {**os.environ, "SWITCHBOARD_CONFIG": str(config)}
+    env = {**os.environ, "SWITCHBOARD_CONFIG": str(config), **(env or {})}
     st = Stack(
         f"127.0.0.1:{tport}",
         f"http://127.0.0.1:{gport}",

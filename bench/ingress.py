@@ -41,12 +41,17 @@ async def gateway_run(
 
 
 async def main(args: argparse.Namespace) -> None:
-    report: dict[str, object] = {"machine": machine(), "count": args.count, "results": []}
+    report: dict[str, object] = {
+        "machine": machine(),
+        "count": args.count,
+        "intake": args.intake,
+        "results": [],
+    }
     null_port = free_port()
     null = subprocess.Popen([PY, "-m", "bench.null_server", str(null_port)], cwd=ROOT)
     await asyncio.sleep(1.0)
     try:
-        async with stack() as st:
+        async with stack(env={"SWITCHBOARD_GATEWAY__INTAKE": args.intake}) as st:
             settings = load_settings(str(st.config))
             channel = build_registry(settings).get("webhook")
             assert channel is not None
@@ -110,4 +115,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=300, help="messages per concurrency level")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument(
+        "--intake", choices=["update", "signal"], default="update", help="gateway.intake"
+    )
     asyncio.run(main(parser.parse_args()))

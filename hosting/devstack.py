@@ -65,6 +65,9 @@ kind = "echo"
 
 [channels.web]
 
+[channels.responses.api_keys]
+dev = "sk-dev-{secrets.token_urlsafe(24)}"
+
 [channels.webhook]
 secret = "whsec_{_b64(24)}"
 callback_url = "{receiver}"
@@ -231,6 +234,10 @@ def _print_banner(settings: Settings, path: Path) -> None:
     ]
     if settings.channels.web is not None:
         lines.insert(2, f"  open the chat     {gw}/")
+    if settings.channels.responses is not None:
+        lines.append(
+            f"  Responses API     {gw}/v1  (bearer keys: [channels.responses.api_keys] in {path})"
+        )
     if settings.channels.webhook is not None:
         lines.append(f"  signed webhook    POST {gw}/channels/webhook")
         lines.append('  try it            .venv/bin/switchboard send "hello"')

@@ -131,21 +131,24 @@ async def submit(
     )
     # The update answers in milliseconds when a worker is up (and says "duplicate" or "busy").
     # It needs a worker, though; when none answers in time the message is recorded by
-    # signal-with-start instead, which the server persists on its own.
-    update_timeout = timeout_s * 0.6
-    try:
-        return await asyncio.wait_for(
-            client.execute_update_with_start_workflow(
-                SessionWorkflow.submit,
-                inp,
-                start_workflow_operation=start,
-                id=f"{req.channel}:{req.message_key}",
-                rpc_timeout=timedelta(seconds=update_timeout),
-            ),
-            update_timeout,
-        )
-    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
-        pass
+    # signal-with-start instead, which the server persists on its own. With signal intake the
+    # gateway never waits for a worker at all.
+    remaining = timeout_s
+    if settings.gateway.intake == "update":
+        update_timeout = timeout_s * 0.6
+        try:
+            return await asyncio.wait_for(
+                client.execute_update_with_start_workflow(
+                    SessionWorkflow.submit,
+                    inp,
+                    start_workflow_operation=start,
+                    id=f"{req.channel}:{req.message_key}",
+                    rpc_timeout=timedelta(seconds=update_timeout),
+                ),
+                update_timeout,
+            )
+        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+            remaining = timeout_s - update_timeout
     await asyncio.wait_for(
         client.start_workflow(
             SessionWorkflow.run,
@@ -156,9 +159,9 @@ async def submit(
             search_attributes=attributes,
             start_signal=SUBMIT_LATER_SIGNAL,
             start_signal_args=[inp],
-            rpc_timeout=timedelta(seconds=timeout_s - update_timeout),
+            rpc_timeout=timedelta(seconds=remaining),
         ),
-        timeout_s - update_timeout,
+        remaining,
     )
     return SubmitResult(
         run_id=run_workflow_id(req.tenant, req.channel, req.message_key), deferred=True

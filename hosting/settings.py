@@ -64,6 +64,11 @@ class GatewaySettings(_Section):
     submit_timeout_s: float = Field(
         default=2.5, gt=0, description="answer 503 when Temporal has not accepted a message by then"
     )
+    intake: Literal["update", "signal"] = Field(
+        default="update",
+        description="update: the session answers (duplicate, busy) before the ack; signal: the "
+        "ack only waits for Temporal to persist the message (faster under load, no busy answer)",
+    )
 
 
 def _decode_b64(value: str, what: str) -> bytes:

@@ -9,6 +9,7 @@ browser can only see and cancel its own runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from importlib import resources
@@ -148,6 +149,12 @@ class WebChat:
             }
         )
         await resp.prepare(request)
+        # If the page goes away mid-stream, it reconnects or refreshes when it comes back.
+        with contextlib.suppress(ConnectionResetError):
+            await self._stream(request, resp, run_id)
+        return resp
+
+    async def _stream(self, request: web.Request, resp: web.StreamResponse, run_id: str) -> None:
         last: str | None = None
         deadline = time.monotonic() + STREAM_LIMIT_S
         while time.monotonic() < deadline:
@@ -165,7 +172,6 @@ class WebChat:
                 break
             await asyncio.sleep(POLL_S)
         await resp.write(b"event: end\ndata: {}\n\n")
-        return resp
 
     async def cancel(self, request: web.Request) -> web.Response:
         run_id = self._run_id(request, for_write=True)

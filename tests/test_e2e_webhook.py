@@ -269,3 +269,17 @@ async def test_operator_replays_a_dead_letter_with_the_same_key(stack: Stack) ->
     assert desc.typed_search_attributes.get(sa.DELIVERY_STATE) == "delivered"
     # Nothing more is owed: a second replay finds nothing to do.
     assert await replay_dead_letters(stack.client, stack.settings.temporal.task_queue, run_id) == []
+
+
+@pytest.mark.parametrize("settings_overrides", [{"gateway": {"intake": "signal"}}], indirect=True)
+async def test_signal_intake_acks_without_a_worker_round_trip_and_still_dedupes(
+    stack: Stack,
+) -> None:
+    first = await post_message(stack, "sig_1", "by signal", user="jill", conv="c12")
+    assert first["deferred"] is True
+    again = await post_message(stack, "sig_1", "by signal", user="jill", conv="c12")
+    assert again["run_id"] == first["run_id"]
+    await post_message(stack, "sig_2", "second", user="jill", conv="c12")
+    received = await stack.receiver.wait_for(2)
+    assert [r["text"] for r in received] == ["echo: by signal", "echo: second"]
+    assert len(stack.receiver.ids) == len(set(stack.receiver.ids))

@@ -73,3 +73,57 @@ async def test_recorded_histories_replay() -> None:
     histories = [WorkflowHistory.from_json(f.stem, json.loads(f.read_text())) for f in files]
     result = await replayer().replay_workflows(each(histories), raise_on_replay_failure=False)
     assert result.replay_failures == {}
+
+
+async def test_every_workflow_type_replays(stack: Stack) -> None:
+    """Commands, linking, a one-off run and an operator redelivery, recorded and replayed."""
+    from hosting.intake import build_submission, start_run
+    from hosting.models import ChannelRequest, ReplyAddress
+    from hosting.operations import replay_dead_letters
+    from tests.test_linking import new_code, webhook_say
+
+    code = await new_code(stack, "rex")
+    await webhook_say(stack, f"/link {code}", user="rex-w")
+    await stack.receiver.wait_for(1)
+    stack.receiver.fail_next.append(404)
+    dead_run = await webhook_say(stack, "lost then found", user="rex-w")
+
+    async def dead() -> bool:
+        view = await stack.client.get_workflow_handle(dead_run).query("view", result_type=RunView)
+        return bool(view.deliveries) and view.deliveries[0].state == "dead_letter"
+
+    await eventually(dead)
+    await replay_dead_letters(stack.client, stack.settings.temporal.task_queue, dead_run)
+    await stack.receiver.wait_for(2)
+    channel = stack.registry.get("loopback")
+    assert channel is not None
+    request = ChannelRequest(
+        tenant="default", channel="loopback", message_key="oneoff", user_id="api",
+        conversation_id="oneoff", text="one-off",
+        reply_to=ReplyAddress(channel="loopback", user_id="api", conversation_id="oneoff"),
+    )  # fmt: skip
+    one_off = await start_run(
+        stack.client, stack.settings,
+        build_submission(stack.settings, channel, request, deliver_to_origin=False), transcript=[],
+    )  # fmt: skip
+
+    async def finished() -> bool:
+        view = await stack.client.get_workflow_handle(one_off).query("view", result_type=RunView)
+        return view.status.finished
+
+    await eventually(finished)
+    ids = [one_off, dead_run, "session/default/loopback:rex", "session/default/webhook:rex-w"]
+    async for wf in stack.client.list_workflows(
+        f'TaskQueue = "{stack.settings.temporal.task_queue}" AND '
+        '(WorkflowType = "LinkChallengeWorkflow" OR WorkflowType = "RedeliveryWorkflow")'
+    ):
+        ids.append(wf.id)
+    assert len(ids) == 6, ids
+    histories = [await stack.client.get_workflow_handle(wid).fetch_history() for wid in ids]
+    result = await replayer().replay_workflows(each(histories), raise_on_replay_failure=False)
+    assert result.replay_failures == {}
+    if os.environ.get("SWITCHBOARD_RECORD_HISTORIES"):
+        for history in histories:
+            kind = history.events[0].workflow_execution_started_event_attributes.workflow_type.name
+            name = f"{kind}_{history.workflow_id.replace('/', '_').replace(':', '_')}"
+            (HISTORIES / f"{name[:120]}.json").write_text(history.to_json())
