@@ -4,9 +4,21 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
+
+
+class PlatformBody(BaseModel):
+    """A platform's payload: unknown fields are ignored, because platforms add fields."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class OwnBody(BaseModel):
+    """A body in our own format: unknown fields are an error, so typos are caught."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class BodyError(ValueError):

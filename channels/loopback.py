@@ -10,7 +10,7 @@ import asyncio
 from collections import deque
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from channels.base import (
     Accepted,
@@ -23,13 +23,12 @@ from channels.base import (
     Refused,
     json_answer,
 )
-from channels.inbound_body import BodyError, parse_body
+from channels.inbound_body import BodyError, OwnBody, parse_body
 from hosting.models import ChannelRequest, PushRequest, ReplyAddress, SubmitResult
 from hosting.settings import LoopbackChannelSettings
 
 
-class LoopbackMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class LoopbackMessage(OwnBody):
     message_id: str = Field(min_length=1, max_length=200)
     user: str = Field(min_length=1, max_length=200)
     conversation: str = Field(min_length=1, max_length=200)

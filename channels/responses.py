@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Literal
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from channels.base import (
     Accepted,
@@ -26,20 +26,18 @@ from channels.base import (
     Refused,
     json_answer,
 )
-from channels.inbound_body import BodyError, parse_body
+from channels.inbound_body import BodyError, PlatformBody, parse_body
 from hosting.ids import InvalidKey, check_component
 from hosting.models import ChannelRequest, PushRequest, ReplyAddress, SubmitResult, Turn
 from hosting.settings import ConfigError, ResponsesChannelSettings
 
 
-class InputContent(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+class InputContent(PlatformBody):
     type: str
     text: str | None = None
 
 
-class InputMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+class InputMessage(PlatformBody):
     role: Literal["user", "assistant", "system", "developer"]
     content: str | list[InputContent]
     type: Literal["message"] | None = None
@@ -52,10 +50,9 @@ class InputMessage(BaseModel):
         )
 
 
-class CreateResponse(BaseModel):
+class CreateResponse(PlatformBody):
     """The part of ``POST /v1/responses`` this API understands (other fields are ignored)."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
     model: str = Field(default="switchboard", max_length=200)
     input: str | list[InputMessage] = Field(min_length=1)
     background: bool = False

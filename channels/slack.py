@@ -16,7 +16,7 @@ import re
 from typing import Any
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from channels.base import (
     Accepted,
@@ -32,9 +32,9 @@ from channels.base import (
 )
 from channels.chunking import split_text
 from channels.http_push import HttpResult, classify_status, parse_retry_after, post
-from channels.inbound_body import BodyError, parse_body
+from channels.inbound_body import BodyError, PlatformBody, parse_body
 from hosting.models import ChannelRequest, PushRequest, ReplyAddress
-from hosting.settings import ConfigError, SlackChannelSettings
+from hosting.settings import SlackChannelSettings, require_secret
 
 TOLERANCE_S = 300
 MAX_TEXT = 4000
@@ -62,11 +62,7 @@ UNAUTHORIZED_ERRORS = {
 TRANSIENT_ERRORS = {"internal_error", "fatal_error", "service_unavailable", "request_timeout"}
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class SlackEvent(_Model):
+class SlackEvent(PlatformBody):
     type: str
     user: str | None = Field(default=None, max_length=64)
     text: str | None = Field(default=None, max_length=40_000)
@@ -78,7 +74,7 @@ class SlackEvent(_Model):
     bot_id: str | None = None
 
 
-class SlackEnvelope(_Model):
+class SlackEnvelope(PlatformBody):
     type: str
     challenge: str | None = Field(default=None, max_length=200)
     event_id: str | None = None
@@ -96,11 +92,10 @@ class SlackChannel(BaseChannel):
     def __init__(self, *, settings: SlackChannelSettings) -> None:
         super().__init__(settings=settings)
         self.settings: SlackChannelSettings = settings
-        if not settings.signing_secret.get_secret_value():
-            raise ConfigError("channels.slack.signing_secret: missing")
-        if not settings.bot_token.get_secret_value():
-            raise ConfigError("channels.slack.bot_token: missing (xoxb-...)")
-        self._secret = settings.signing_secret.get_secret_value().encode()
+        self._secret = require_secret(
+            settings.signing_secret, "channels.slack.signing_secret"
+        ).encode()
+        require_secret(settings.bot_token, "channels.slack.bot_token", "xoxb-...")
 
     def _verified(self, http: InboundHttp) -> bool:
         stamp = http.headers.get("X-Slack-Request-Timestamp", "")

@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from channels.base import (
     Accepted,
@@ -28,41 +28,37 @@ from channels.base import (
 )
 from channels.chunking import split_text
 from channels.http_push import HttpResult, classify_status, post
-from channels.inbound_body import BodyError, parse_body
+from channels.inbound_body import BodyError, PlatformBody, parse_body
 from hosting.models import ChannelRequest, PushRequest, ReplyAddress
-from hosting.settings import ConfigError, TelegramChannelSettings
+from hosting.settings import TelegramChannelSettings, require_secret
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 (a header name)
 MAX_TEXT = 4096
 IGNORED = Answered(HttpAnswer(status=200))  # a 2xx, or Telegram redelivers what we will not use
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class TgUser(_Model):
+class TgUser(PlatformBody):
     id: int
     is_bot: bool = False
     username: str | None = None
 
 
-class TgChat(_Model):
+class TgChat(PlatformBody):
     id: int
     type: str
 
 
-class TgEntity(_Model):
+class TgEntity(PlatformBody):
     type: str
     offset: int = Field(ge=0)
     length: int = Field(ge=0)
 
 
-class TgReplied(_Model):
+class TgReplied(PlatformBody):
     from_: TgUser | None = Field(default=None, alias="from")
 
 
-class TgMessage(_Model):
+class TgMessage(PlatformBody):
     message_id: int
     from_: TgUser | None = Field(default=None, alias="from")
     chat: TgChat
@@ -73,7 +69,7 @@ class TgMessage(_Model):
     reply_to_message: TgReplied | None = None
 
 
-class TgUpdate(_Model):
+class TgUpdate(PlatformBody):
     update_id: int
     message: TgMessage | None = None
 
@@ -92,11 +88,10 @@ class TelegramChannel(BaseChannel):
     def __init__(self, *, settings: TelegramChannelSettings) -> None:
         super().__init__(settings=settings)
         self.settings: TelegramChannelSettings = settings
-        if not settings.bot_token.get_secret_value():
-            raise ConfigError("channels.telegram.bot_token: missing")
-        if not settings.secret_token.get_secret_value():
-            raise ConfigError("channels.telegram.secret_token: missing (the setWebhook secret)")
-        self._secret = settings.secret_token.get_secret_value().encode()
+        require_secret(settings.bot_token, "channels.telegram.bot_token")
+        self._secret = require_secret(
+            settings.secret_token, "channels.telegram.secret_token", "the setWebhook secret"
+        ).encode()
         self._bot = settings.bot_username.lstrip("@").lower()
 
     def api_url(self, method: str) -> str:

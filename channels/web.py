@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Mapping
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from channels.base import (
     Accepted,
@@ -29,7 +29,7 @@ from channels.base import (
     Refused,
     json_answer,
 )
-from channels.inbound_body import BodyError, parse_body
+from channels.inbound_body import BodyError, OwnBody, parse_body
 from hosting.models import ChannelRequest, PushRequest, ReplyAddress, SubmitResult
 from hosting.settings import WebChannelSettings
 
@@ -38,8 +38,7 @@ CSRF_HEADER = "X-CSRF-Token"
 _ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
 
-class WebMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class WebMessage(OwnBody):
     message_id: str = Field(pattern=r"^[A-Za-z0-9_-]{8,64}$")
     text: str = Field(min_length=1, max_length=20_000)
 

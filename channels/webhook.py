@@ -13,7 +13,7 @@ import time
 from typing import Literal
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from channels.base import (
     Accepted,
@@ -27,14 +27,13 @@ from channels.base import (
     json_answer,
 )
 from channels.http_push import HttpResult, classify_status, parse_retry_after, post
-from channels.inbound_body import BodyError, parse_body
+from channels.inbound_body import BodyError, PlatformBody, parse_body
 from channels.standard_webhooks import SignatureError, secret_bytes, signed_headers, verify
 from hosting.models import ChannelRequest, PushRequest, ReplyAddress, SubmitResult
-from hosting.settings import ConfigError, WebhookChannelSettings
+from hosting.settings import WebhookChannelSettings, require_secret
 
 
-class _Party(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+class _Party(PlatformBody):
     id: str = Field(min_length=1, max_length=200)
 
 
@@ -43,8 +42,7 @@ class _Conversation(_Party):
     thread_id: str | None = Field(default=None, max_length=200)
 
 
-class WebhookMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+class WebhookMessage(PlatformBody):
     type: Literal["message"]
     user: _Party
     conversation: _Conversation
@@ -57,9 +55,9 @@ class WebhookChannel(BaseChannel):
     def __init__(self, *, settings: WebhookChannelSettings) -> None:
         super().__init__(settings=settings)
         self.settings: WebhookChannelSettings = settings
-        if not settings.secret.get_secret_value():
-            raise ConfigError("channels.webhook.secret: missing (whsec_ + base64)")
-        self._key = secret_bytes(settings.secret.get_secret_value())
+        self._key = secret_bytes(
+            require_secret(settings.secret, "channels.webhook.secret", "whsec_ + base64")
+        )
 
     async def receive(self, http: InboundHttp) -> InboundOutcome:
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import (
     Client,
@@ -121,14 +122,14 @@ async def submit(
             SearchAttributePair(sa.IDENTITY_HASH, inp.identity_hash),
         ]
     )
-    start = WithStartWorkflowOperation(
-        SessionWorkflow.run,
-        state,
-        id=session_id,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        task_queue=settings.temporal.task_queue,
-        search_attributes=attributes,
-    )
+    # The session is started (or found) the same way by the update and the signal path.
+    session: dict[str, Any] = {
+        "id": session_id,
+        "id_conflict_policy": WorkflowIDConflictPolicy.USE_EXISTING,
+        "task_queue": settings.temporal.task_queue,
+        "search_attributes": attributes,
+    }
+    start = WithStartWorkflowOperation(SessionWorkflow.run, state, **session)
     # The update answers in milliseconds when a worker is up (and says "duplicate" or "busy").
     # It needs a worker, though; when none answers in time the message is recorded by
     # signal-with-start instead, which the server persists on its own. With signal intake the
@@ -153,10 +154,7 @@ async def submit(
         client.start_workflow(
             SessionWorkflow.run,
             state,
-            id=session_id,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            task_queue=settings.temporal.task_queue,
-            search_attributes=attributes,
+            **session,
             start_signal=SUBMIT_LATER_SIGNAL,
             start_signal_args=[inp],
             rpc_timeout=timedelta(seconds=remaining),

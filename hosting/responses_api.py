@@ -322,15 +322,18 @@ class ResponsesApi:
             ],
         }
 
-    async def run_status(self, request: web.Request) -> web.Response:
+    def _run_claims(self, request: web.Request) -> TokenClaims | web.Response:
+        """The token's claims for this caller, or the answer to give instead (401 or 404)."""
         caller = self._caller(request)
-        claims = self._claims(request.match_info["token"], caller) if caller else None
-        if claims is None:
-            return (
-                not_found()
-                if caller
-                else openai_error(401, "Authentication required.", "unauthenticated")
-            )
+        if caller is None:
+            return openai_error(401, "Authentication required.", "unauthenticated")
+        claims = self._claims(request.match_info["token"], caller)
+        return not_found() if claims is None else claims
+
+    async def run_status(self, request: web.Request) -> web.Response:
+        claims = self._run_claims(request)
+        if isinstance(claims, web.Response):
+            return claims
         try:
             wait = min(float(request.query.get("wait", "0")), MAX_WAIT_S)
         except ValueError:
@@ -348,14 +351,9 @@ class ResponsesApi:
         return web.json_response(self._run_json(request.match_info["token"], view))
 
     async def run_cancel(self, request: web.Request) -> web.Response:
-        caller = self._caller(request)
-        claims = self._claims(request.match_info["token"], caller) if caller else None
-        if claims is None:
-            return (
-                not_found()
-                if caller
-                else openai_error(401, "Authentication required.", "unauthenticated")
-            )
+        claims = self._run_claims(request)
+        if isinstance(claims, web.Response):
+            return claims
         view = await self._cancel(request.app[self._client_key], claims.run_id)
         if view is None:
             return not_found()

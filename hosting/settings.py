@@ -36,6 +36,14 @@ class ConfigError(Exception):
     """A configuration value is missing or invalid; the message names the key."""
 
 
+def require_secret(value: SecretStr, key: str, hint: str = "") -> str:
+    """The secret's value, or a ConfigError naming ``key`` when it is empty."""
+    raw = value.get_secret_value()
+    if not raw:
+        raise ConfigError(f"{key}: missing" + (f" ({hint})" if hint else ""))
+    return raw
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
