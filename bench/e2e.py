@@ -68,8 +68,13 @@ async def breakdown(client: Any, sampled: list[tuple[str, str]]) -> dict[str, fl
 
 
 async def main(args: argparse.Namespace) -> None:
-    report: dict[str, Any] = {"machine": machine(), "count": args.count, "results": []}
-    async with stack() as st:
+    report: dict[str, Any] = {
+        "machine": machine(),
+        "count": args.count,
+        "workers": args.workers,
+        "results": [],
+    }
+    async with stack(workers=args.workers) as st:
         floor_tq = f"floor-{uuid.uuid4().hex[:6]}"
         async with Worker(
             st.client, task_queue=floor_tq, workflows=[FloorWorkflow], activities=[floor_step]
@@ -138,4 +143,5 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--workers", type=int, default=1, help="worker processes")
     asyncio.run(main(parser.parse_args()))
