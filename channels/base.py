@@ -8,6 +8,7 @@ decides what to retry from the ack alone.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -146,6 +147,4 @@ class BaseChannel:
 
 
 def json_answer(status: int, body: object) -> HttpAnswer:
-    import json
-
     return HttpAnswer(status=status, body=json.dumps(body).encode())

@@ -69,13 +69,17 @@ class WebIdentity:
     def csrf_token(self, browser_id: str) -> str:
         return self._mac("csrf", browser_id)
 
+    def message_key(self, browser_id: str, message_id: str) -> str:
+        return self._mac("message", f"{browser_id}:{message_id}")[:32]
+
     def check_csrf(self, browser_id: str, presented: str) -> bool:
         return hmac.compare_digest(presented.encode(), self.csrf_token(browser_id).encode())
 
 
-def message_key(browser_id: str, message_id: str) -> str:
-    """Scoped to the browser, so one browser can never address another's runs."""
-    return f"{browser_id}.{message_id}"
+def message_key(identity: WebIdentity, browser_id: str, message_id: str) -> str:
+    """Scoped to the browser (one browser can never address another's runs) and keyed, so the
+    run ID, which operators and logs see, does not carry the browser's identity."""
+    return identity.message_key(browser_id, message_id)
 
 
 class WebChannel(BaseChannel):
@@ -111,7 +115,7 @@ class WebChannel(BaseChannel):
             ChannelRequest(
                 tenant=http.tenant,
                 channel=self.name,
-                message_key=message_key(browser_id, msg.message_id),
+                message_key=message_key(self.identity, browser_id, msg.message_id),
                 user_id=browser_id,
                 conversation_id=browser_id,
                 is_direct=True,

@@ -47,7 +47,7 @@ def not_found() -> web.Response:
 
 
 def response_object(
-    token: str, view: RunView | None, created_at: float, background: bool, labels: Mapping[str, str]
+    token: str, view: RunView | None, created_at: float, labels: Mapping[str, str]
 ) -> dict[str, Any]:
     """A Responses API object from a run's view (or ``queued`` before the run exists)."""
     status = view.status if view else RunStatus.QUEUED
@@ -83,7 +83,7 @@ def response_object(
         "object": "response",
         "created_at": int(view.created_at.timestamp()) if view else int(created_at),
         "status": status.value,
-        "background": background,
+        "background": labels.get("background") == "true",
         "model": labels.get("model", "switchboard"),
         "output": output,
         "error": error,
@@ -202,7 +202,11 @@ class ResponsesApi:
             )
         except (BodyError, InvalidKey) as exc:
             return openai_error(400, str(exc), "invalid_request")
-        labels = {"model": body.model, "metadata": json.dumps(body.metadata or {})}
+        labels = {
+            "model": body.model,
+            "metadata": json.dumps(body.metadata or {}),
+            "background": "true" if body.background else "false",
+        }
         if body.previous_response_id:
             labels["previous_response_id"] = body.previous_response_id
         submission = build_submission(
@@ -257,7 +261,7 @@ class ResponsesApi:
                 lambda v: v is not None and v.status.finished,
                 self._settings.agent.max_duration_s,
             )
-        return web.json_response(response_object(token, view, created, body.background, labels))
+        return web.json_response(response_object(token, view, created, labels))
 
     async def retrieve(self, request: web.Request) -> web.Response:
         caller = self._api_caller(request)
@@ -269,9 +273,7 @@ class ResponsesApi:
         view = await self._view(request.app[self._client_key], claims.run_id)
         if view is None:
             return not_found()
-        return web.json_response(
-            response_object(request.match_info["id"], view, 0, True, view.labels)
-        )
+        return web.json_response(response_object(request.match_info["id"], view, 0, view.labels))
 
     async def cancel(self, request: web.Request) -> web.Response:
         caller = self._api_caller(request)
@@ -284,9 +286,7 @@ class ResponsesApi:
         view = await self._cancel(client, claims.run_id)
         if view is None:
             return not_found()
-        return web.json_response(
-            response_object(request.match_info["id"], view, 0, True, view.labels)
-        )
+        return web.json_response(response_object(request.match_info["id"], view, 0, view.labels))
 
     async def _cancel(self, client: Client, run_id: str) -> RunView | None:
         view = await self._view(client, run_id)

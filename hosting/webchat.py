@@ -19,7 +19,7 @@ from aiohttp import web
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from channels.web import COOKIE, CSRF_HEADER, WebChannel, message_key
+from channels.web import COOKIE, WebChannel, message_key
 from hosting.ids import InvalidKey, run_workflow_id
 from hosting.models import RunStatus, RunView
 from hosting.settings import Settings
@@ -116,7 +116,7 @@ class WebChat:
             return run_workflow_id(
                 self._settings.gateway.tenant,
                 self._channel.name,
-                message_key(browser_id, request.match_info["message_id"]),
+                message_key(self._channel.identity, browser_id, request.match_info["message_id"]),
             )
         except InvalidKey:
             raise web.HTTPNotFound() from None
@@ -189,6 +189,3 @@ class WebChat:
         app.router.add_get("/channels/web/runs/{message_id}", self.run_state)
         app.router.add_get("/channels/web/runs/{message_id}/events", self.run_events)
         app.router.add_post("/channels/web/runs/{message_id}/cancel", self.cancel)
-
-
-__all__ = ["CSRF_HEADER", "WebChat"]

@@ -54,6 +54,7 @@ async def test_background_create_then_poll(stack: Stack, alice: AsyncOpenAI) -> 
     assert done.status == "completed"
     assert done.output_text == "echo: hello api"
     assert done.id == created.id and done.model == "m" and done.metadata == {"k": "v"}
+    assert done.background is True
 
 
 @pytest.mark.parametrize("settings_overrides", [overrides()], indirect=True)

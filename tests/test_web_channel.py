@@ -60,13 +60,18 @@ async def test_cookie_identity_and_sse_progress(stack: Stack) -> None:
     assert "Set-Cookie" not in (await stack.http.get("/")).headers  # identity is kept
     status, body, mid = await post(stack.http, csrf, "hi from the browser")
     assert status == 202 and body["accepted"] is True
+    browser_id = set_cookie.split("=", 1)[1].split(".", 1)[0]
+    assert browser_id not in str(body["run_id"])  # run IDs reach logs; identities must not
     seen = await events(stack.http, mid)
     statuses = [e.get("status") for e in seen if e]
     assert statuses[-1] == "completed"
     assert "in_progress" in statuses or "queued" in statuses
     assert seen[-2]["output_text"] == "echo: hi from the browser"
-    # Pull channel: nothing was pushed anywhere.
+    # Pull channel: nothing was pushed anywhere; the channel-neutral endpoint knows the run.
     assert stack.receiver.received == []
+    run = await stack.http.get(f"/v1/runs/{body['token']}")
+    assert run.status == 200
+    assert (await run.json())["output_text"] == "echo: hi from the browser"
 
 
 async def test_post_without_csrf_or_from_another_origin_is_refused(stack: Stack) -> None:
