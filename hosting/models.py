@@ -167,6 +167,7 @@ class RunInput(Versioned):
     linked: list[Identity] = Field(default_factory=list)
     home: Identity | None = None  # the session's own account, for multi-channel replies
     active_channel: str | None = None
+    cancelled: bool = False  # cancelled while it waited in the session's queue
 
 
 class RunFinished(Frozen):

@@ -6,6 +6,7 @@ from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError, RPCStatusCode
 
 from hosting import search_attributes as sa
 from hosting.ids import Scope, identity_hash, isolation_key, session_workflow_id
@@ -17,7 +18,7 @@ from hosting.models import (
     SessionLinks,
 )
 from hosting.settings import Settings
-from workflows.names import REVOKE_LINKS_SIGNAL
+from workflows.names import CANCEL_RUN_SIGNAL, REVOKE_LINKS_SIGNAL
 from workflows.redelivery import RedeliveryWorkflow
 
 
@@ -80,3 +81,22 @@ async def purge_identity(client: Client, settings: Settings, session_id: str) ->
         )
         deleted.append(wf.id)
     return deleted
+
+
+async def cancel_run(client: Client, run_id: str, session_id: str | None) -> bool:
+    """Cancel a run, or a run still waiting in its session's queue. False if neither exists."""
+    try:
+        await client.get_workflow_handle(run_id).cancel()
+        return True
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND or session_id is None:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+    try:
+        await client.get_workflow_handle(session_id).signal(CANCEL_RUN_SIGNAL, run_id)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return True

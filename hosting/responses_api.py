@@ -11,6 +11,7 @@ import asyncio
 import json
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -21,9 +22,10 @@ from temporalio.service import RPCError, RPCStatusCode
 from channels.inbound_body import BodyError
 from channels.responses import CreateResponse, ResponsesChannel
 from channels.web import WebChannel
-from hosting.ids import InvalidKey
+from hosting.ids import InvalidKey, isolation_key, session_workflow_id
 from hosting.intake import build_submission, start_run, submit
 from hosting.models import RunStatus, RunView, Turn
+from hosting.operations import cancel_run
 from hosting.settings import Settings
 from hosting.tokens import TokenClaims, issue, verify
 
@@ -141,6 +143,29 @@ class ResponsesApi:
                 return None
             raise
         return view
+
+    async def _token_view(self, client: Client, claims: TokenClaims) -> RunView | None:
+        """The run's view; for a run still waiting in its session's queue, a ``queued`` view."""
+        view = await self._view(client, claims.run_id)
+        session_id = self._session_of(claims)
+        if view is not None or session_id is None:
+            return view
+        try:
+            waiting: list[str] = await client.get_workflow_handle(session_id).query(
+                "pending_runs", result_type=list[str]
+            )
+        except RPCError:
+            return None
+        if claims.run_id not in waiting:
+            return None
+        now = datetime.now(UTC)
+        return RunView(
+            run_id=claims.run_id,
+            status=RunStatus.QUEUED,
+            channel=claims.caller.split(":", 1)[0],
+            created_at=now,
+            updated_at=now,
+        )
 
     async def _wait(
         self, client: Client, run_id: str, until: Any, timeout_s: float
@@ -270,7 +295,7 @@ class ResponsesApi:
         claims = self._claims(request.match_info["id"], caller)
         if claims is None:
             return not_found()
-        view = await self._view(request.app[self._client_key], claims.run_id)
+        view = await self._token_view(request.app[self._client_key], claims)
         if view is None:
             return not_found()
         return web.json_response(response_object(request.match_info["id"], view, 0, view.labels))
@@ -283,19 +308,32 @@ class ResponsesApi:
         if claims is None:
             return not_found()
         client = request.app[self._client_key]
-        view = await self._cancel(client, claims.run_id)
+        view = await self._cancel(client, claims)
         if view is None:
             return not_found()
         return web.json_response(response_object(request.match_info["id"], view, 0, view.labels))
 
-    async def _cancel(self, client: Client, run_id: str) -> RunView | None:
-        view = await self._view(client, run_id)
-        if view is None:
+    def _session_of(self, claims: TokenClaims) -> str | None:
+        """The session a token's run waits in, for runs that have a conversation."""
+        kind, _, who = claims.caller.partition(":")
+        if kind == "web":
+            key = isolation_key("per_user", "web", who, who)
+        elif claims.conversation:
+            key = isolation_key("per_conversation", kind, who, claims.conversation)
+        else:
             return None
-        if not view.status.finished:
-            await client.get_workflow_handle(run_id).cancel()
-            view = await self._wait(client, run_id, lambda v: v is None or v.status.finished, 10.0)
-        return view
+        return session_workflow_id(self._tenant, key)
+
+    async def _cancel(self, client: Client, claims: TokenClaims) -> RunView | None:
+        view = await self._view(client, claims.run_id)
+        if view is not None and view.status.finished:
+            return view
+        if not await cancel_run(client, claims.run_id, self._session_of(claims)):
+            return None
+        # A queued run becomes a run at once, already cancelled; a running one stops.
+        return await self._wait(
+            client, claims.run_id, lambda v: v is not None and v.status.finished, 10.0
+        )
 
     # -- /v1/runs/{token} ------------------------------------------------------------------
 
@@ -339,13 +377,13 @@ class ResponsesApi:
         except ValueError:
             return openai_error(400, "wait must be a number of seconds", "invalid_request")
         client = request.app[self._client_key]
-        view = await self._view(client, claims.run_id)
+        view = await self._token_view(client, claims)
         if view is None:
             return not_found()
         if wait > 0 and not view.status.finished:
             first = view.status
             changed = await self._wait(
-                client, claims.run_id, lambda v: v is None or v.status != first, wait
+                client, claims.run_id, lambda v: v is not None and v.status != first, wait
             )
             view = changed or view
         return web.json_response(self._run_json(request.match_info["token"], view))
@@ -354,7 +392,7 @@ class ResponsesApi:
         claims = self._run_claims(request)
         if isinstance(claims, web.Response):
             return claims
-        view = await self._cancel(request.app[self._client_key], claims.run_id)
+        view = await self._cancel(request.app[self._client_key], claims)
         if view is None:
             return not_found()
         return web.json_response(self._run_json(request.match_info["token"], view))

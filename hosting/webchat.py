@@ -20,8 +20,9 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from channels.web import COOKIE, WebChannel, message_key
-from hosting.ids import InvalidKey, run_workflow_id
+from hosting.ids import InvalidKey, isolation_key, run_workflow_id, session_workflow_id
 from hosting.models import RunStatus, RunView
+from hosting.operations import cancel_run
 from hosting.settings import Settings
 
 STREAM_LIMIT_S = 15 * 60
@@ -175,12 +176,13 @@ class WebChat:
 
     async def cancel(self, request: web.Request) -> web.Response:
         run_id = self._run_id(request, for_write=True)
-        try:
-            await request.app[self._client_key].get_workflow_handle(run_id).cancel()
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                raise web.HTTPNotFound() from None
-            raise
+        browser_id = self._channel.identity.browser_id(request.cookies) or ""
+        scope = self._channel.settings.conversation_scope or "per_user"
+        session_id = session_workflow_id(
+            self._settings.gateway.tenant, isolation_key(scope, "web", browser_id, browser_id)
+        )
+        if not await cancel_run(request.app[self._client_key], run_id, session_id):
+            raise web.HTTPNotFound()
         return web.json_response({"status": "cancelling"}, status=202)
 
     def add_routes(self, app: web.Application) -> None:

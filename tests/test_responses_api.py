@@ -230,3 +230,25 @@ async def test_runs_endpoint_long_polls_until_the_status_changes(
     ).status == 404
     assert (await stack.http.get(f"/v1/runs/{created.id}")).status == 401
     assert (await stack.http.get(f"/v1/runs/{created.id}?wait=abc", headers=auth)).status == 400
+
+
+@pytest.mark.parametrize(
+    "settings_overrides", [overrides(agent={"delay_ms": 3_000})], indirect=True
+)
+async def test_a_queued_follow_up_can_be_cancelled(stack: Stack, alice: AsyncOpenAI) -> None:
+    root = await alice.responses.create(model="m", input="root", background=True)
+    await wait_done(alice, root.id)
+    running = await alice.responses.create(
+        model="m", input="busy", previous_response_id=root.id, background=True
+    )
+    queued = await alice.responses.create(
+        model="m", input="waiting", previous_response_id=root.id, background=True
+    )
+    assert queued.status == "queued"
+    cancelled = await alice.responses.cancel(queued.id)
+    assert cancelled.status == "cancelled"
+    assert (await alice.responses.retrieve(queued.id)).status == "cancelled"
+    assert (await wait_done(alice, running.id)).output_text == "echo: busy"
+    # The session goes on with later turns.
+    after = await alice.responses.create(model="m", input="after", previous_response_id=root.id)
+    assert after.output_text == "echo: after"

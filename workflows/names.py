@@ -12,6 +12,7 @@ UNALIAS_SIGNAL = "unalias"
 REDELIVERED_SIGNAL = "redelivered"
 REVOKE_LINKS_SIGNAL = "revoke_links"
 DROP_ACCOUNT_SIGNAL = "drop_account"
+CANCEL_RUN_SIGNAL = "cancel_run"
 LOAD_DEAD_LETTER = "load_dead_letter"
 
 # Error types raised by activities that must not be retried.

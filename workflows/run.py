@@ -75,10 +75,13 @@ class AgentRunWorkflow:
 
     @workflow.run
     async def run(self, inp: RunInput) -> RunView:
-        try:
-            await self._execute(inp)
-        except asyncio.CancelledError:
+        if inp.cancelled:
             self._set_status(RunStatus.CANCELLED)
+        else:
+            try:
+                await self._execute(inp)
+            except asyncio.CancelledError:
+                self._set_status(RunStatus.CANCELLED)
         await self._notify_session(inp)
         # Stay queryable for the continuation window; cancelling now just ends the wait.
         with contextlib.suppress(asyncio.CancelledError):

@@ -212,7 +212,29 @@ class SessionWorkflow:
 
     @workflow.signal(name=names.RUN_FINISHED_SIGNAL)
     def run_finished(self, finished: RunFinished) -> None:
-        self._finished[finished.run_id] = finished
+        if finished.run_id == self._current:
+            self._finished[finished.run_id] = finished
+
+    @workflow.signal(name=names.CANCEL_RUN_SIGNAL)
+    async def cancel_run(self, run_id: str) -> None:
+        """Cancel the running run, or take a waiting one out of the queue.
+
+        A waiting run still becomes a run, at once and already cancelled, so whoever holds
+        its continuation token sees ``cancelled`` rather than nothing."""
+        if run_id == self._current:
+            await workflow.get_external_workflow_handle(run_id).cancel()
+            return
+        for item in list(self._queue):
+            req = item.request
+            if run_workflow_id(req.tenant, req.channel, req.message_key) == run_id:
+                self._queue.remove(item)
+                await workflow.start_child_workflow(
+                    AgentRunWorkflow.run,
+                    RunInput(submit=item, run_id=run_id, session_id=None, cancelled=True),
+                    id=run_id,
+                    parent_close_policy=ParentClosePolicy.ABANDON,
+                )
+                return
 
     @workflow.signal(name=names.LINK_IDENTITY_SIGNAL)
     def link_identity(self, identity: Identity) -> None:
@@ -252,6 +274,14 @@ class SessionWorkflow:
     @workflow.query
     def links(self) -> SessionLinks:
         return SessionLinks(alias_of=self._alias_of, linked=list(self._linked))
+
+    @workflow.query
+    def pending_runs(self) -> list[str]:
+        """Run IDs accepted but not started yet (their workflows do not exist so far)."""
+        return [
+            run_workflow_id(i.request.tenant, i.request.channel, i.request.message_key)
+            for i in self._queue
+        ]
 
     @workflow.query
     def pending(self) -> int:
