@@ -143,18 +143,25 @@ class AgentRunWorkflow:
             if opts.deliver_to_origin or destination_key(address) != destination_key(origin)
         ]
         # Every destination on its own schedule, all at once: a slow one delays no other.
-        await asyncio.gather(
-            *(
-                self._deliver(
-                    address,
-                    reply.text,
-                    echo=request.text
-                    if opts.echo_input and destination_key(address) != destination_key(origin)
-                    else None,
+        deliveries = asyncio.ensure_future(
+            asyncio.gather(
+                *(
+                    self._deliver(
+                        address,
+                        reply.text,
+                        echo=request.text
+                        if opts.echo_input and destination_key(address) != destination_key(origin)
+                        else None,
+                    )
+                    for address in destinations
                 )
-                for address in destinations
             )
         )
+        try:
+            await asyncio.shield(deliveries)
+        except asyncio.CancelledError:
+            # The reply exists: a cancel (an interrupting message, say) stops no delivery.
+            await deliveries
 
     async def _deliver(self, address: ReplyAddress, text: str, echo: str | None = None) -> None:
         """Push one reply (after the user's input, for ``echo_input`` elsewhere) with the run's

@@ -49,6 +49,7 @@ class SessionWorkflow:
         self._recent_set: set[str] = set(self._recent)
         self._transcript: list[Turn] = list(state.transcript)
         self._current: str | None = None
+        self._current_started = False  # its child workflow exists (it can be cancelled)
         self._finished: dict[str, RunFinished] = {}
         self._turn_limit = 20
         self._linked: list[Identity] = list(state.linked)
@@ -77,6 +78,7 @@ class SessionWorkflow:
         run_id = run_workflow_id(request.tenant, request.channel, request.message_key)
         opts = item.options
         self._current = run_id
+        self._current_started = False
         self._turn_limit = opts.transcript_turns
         self._active_channel = request.channel
         if request.channel == self._state.channel:
@@ -116,6 +118,7 @@ class SessionWorkflow:
             # Its key fell out of the recent set, but the run exists: never run it twice.
             self._current = None
             return
+        self._current_started = True
         limit = timedelta(seconds=opts.max_duration_s + opts.delivery.max_age_s) + RUN_GRACE
         try:
             await workflow.wait_condition(
@@ -192,8 +195,7 @@ class SessionWorkflow:
             return SubmitResult(run_id=run_id, accepted=False, reason="busy")
         self._remember_key(key)
         if busy and item.options.multitask == "interrupt":
-            if self._current is not None:
-                await workflow.get_external_workflow_handle(self._current).cancel()
+            await self._cancel_current()
             self._queue.insert(0, item)
             return SubmitResult(run_id=run_id, position=0)
         self._queue.append(item)
@@ -215,6 +217,15 @@ class SessionWorkflow:
         if finished.run_id == self._current:
             self._finished[finished.run_id] = finished
 
+    async def _cancel_current(self) -> None:
+        """Cancel the running run once its workflow exists (it may still be starting)."""
+        run_id = self._current
+        if run_id is None:
+            return
+        await workflow.wait_condition(lambda: self._current != run_id or self._current_started)
+        if self._current == run_id:
+            await workflow.get_external_workflow_handle(run_id).cancel()
+
     @workflow.signal(name=names.CANCEL_RUN_SIGNAL)
     async def cancel_run(self, run_id: str) -> None:
         """Cancel the running run, or take a waiting one out of the queue.
@@ -222,7 +233,7 @@ class SessionWorkflow:
         A waiting run still becomes a run, at once and already cancelled, so whoever holds
         its continuation token sees ``cancelled`` rather than nothing."""
         if run_id == self._current:
-            await workflow.get_external_workflow_handle(run_id).cancel()
+            await self._cancel_current()
             return
         for item in list(self._queue):
             req = item.request
