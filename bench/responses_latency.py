@@ -1,7 +1,8 @@
 """Responses API: create → completed latency for the echo agent, with the official openai SDK.
 
 Foreground creates (the call returns when the run has completed) at each concurrency; each
-create is its own one-off run.
+create is its own one-off run. Then cancel latency: a background run of a slow agent is
+cancelled while in progress, timed until the cancel call answers ``cancelled``.
 """
 
 from __future__ import annotations
@@ -46,6 +47,21 @@ async def main(args: argparse.Namespace) -> None:
             report["results"].append(row)
             print(json.dumps(row), flush=True)
         await client.close()
+    async with stack(extra_config=EXTRA, env={"SWITCHBOARD_AGENT__DELAY_MS": "60000"}) as st:
+        client = AsyncOpenAI(base_url=st.gateway_url + "/v1", api_key=KEY, max_retries=0)
+        cancels: list[float] = []
+        for _ in range(args.cancels):
+            created = await client.responses.create(model="m", input="slow", background=True)
+            while (await client.responses.retrieve(created.id)).status != "in_progress":
+                await asyncio.sleep(0.05)
+            started = time.monotonic()
+            answer = await client.responses.cancel(created.id)
+            assert answer.status == "cancelled", answer.status
+            cancels.append(time.monotonic() - started)
+        row = {"cancel_to_cancelled_ms": percentiles(cancels)}
+        report["results"].append(row)
+        print(json.dumps(row), flush=True)
+        await client.close()
     print(json.dumps(report, indent=2))
 
 
@@ -53,4 +69,5 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--cancels", type=int, default=10, help="slow runs to cancel")
     asyncio.run(main(parser.parse_args()))
