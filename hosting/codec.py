@@ -7,7 +7,7 @@ putting a new key first and removing the old one once no history needs it.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -29,10 +29,6 @@ class AesGcmCodec(PayloadCodec):
             raise ValueError("at least one codec key is required")
         self._encrypt_id = keys[0][0]
         self._ciphers = {key_id: AESGCM(key) for key_id, key in keys}
-
-    @property
-    def key_ids(self) -> list[str]:
-        return list(self._ciphers)
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
         return [self.encode_one(p) for p in payloads]
@@ -67,6 +63,3 @@ class AesGcmCodec(PayloadCodec):
         decoded = Payload()
         decoded.ParseFromString(plain)
         return decoded
-
-    def is_encrypted(self, payloads: Iterable[Payload]) -> bool:
-        return all(p.metadata.get("encoding") == ENCODING for p in payloads)
