@@ -2,21 +2,37 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 
-def split_text(text: str, limit: int) -> list[str]:
-    """Parts of at most ``limit`` characters; lines stay whole unless one alone is too long."""
-    if len(text) <= limit:
+
+def utf16_len(text: str) -> int:
+    """Length as Telegram counts it: in UTF-16 code units (an emoji can count two)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _cut(line: str, limit: int, measure: Callable[[str], int]) -> int:
+    """The longest prefix of ``line`` (in characters) that measures at most ``limit``."""
+    end = min(len(line), limit)
+    while measure(line[:end]) > limit:
+        end -= 1
+    return max(end, 1)
+
+
+def split_text(text: str, limit: int, measure: Callable[[str], int] = len) -> list[str]:
+    """Parts measuring at most ``limit``; lines stay whole unless one alone is too long."""
+    if measure(text) <= limit:
         return [text]
     parts: list[str] = []
     current = ""
     for line in text.splitlines(keepends=True):
-        while len(line) > limit:  # a single over-long line is cut hard
+        while measure(line) > limit:  # a single over-long line is cut hard
             if current:
                 parts.append(current)
                 current = ""
-            parts.append(line[:limit])
-            line = line[limit:]
-        if len(current) + len(line) > limit:
+            end = _cut(line, limit, measure)
+            parts.append(line[:end])
+            line = line[end:]
+        if measure(current) + measure(line) > limit:
             parts.append(current)
             current = ""
         current += line

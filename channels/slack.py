@@ -81,6 +81,15 @@ class SlackEnvelope(PlatformBody):
     event: SlackEvent | None = None
 
 
+def escape(text: str) -> str:
+    """Slack reads ``&``, ``<`` and ``>`` as markup: outgoing text escapes exactly these three."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def unescape(text: str) -> str:
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
 def signature(secret: bytes, timestamp: str, body: bytes) -> str:
     mac = hmac.new(secret, b"v0:" + timestamp.encode() + b":" + body, hashlib.sha256)
     return "v0=" + mac.hexdigest()
@@ -132,7 +141,7 @@ class SlackChannel(BaseChannel):
         )
         if not wanted:
             return IGNORED
-        text = _MENTION.sub("", event.text).strip()
+        text = unescape(_MENTION.sub("", event.text).strip())
         return Accepted(
             ChannelRequest(
                 tenant=http.tenant,
@@ -211,7 +220,7 @@ class SlackChannel(BaseChannel):
                 return ack
             channel = str((body.get("channel") or {}).get("id", ""))
         sent: list[str] = []
-        for part in split_text(push.text, MAX_TEXT)[push.skip_parts :]:
+        for part in split_text(escape(push.text), MAX_TEXT)[push.skip_parts :]:
             payload: dict[str, Any] = {"channel": channel, "text": part}
             if addr.thread_id:
                 payload["thread_ts"] = addr.thread_id

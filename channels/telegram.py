@@ -26,7 +26,7 @@ from channels.base import (
     InboundOutcome,
     Refused,
 )
-from channels.chunking import split_text
+from channels.chunking import split_text, utf16_len
 from channels.http_push import HttpResult, classify_status, post
 from channels.inbound_body import BodyError, PlatformBody, parse_body
 from hosting.models import ChannelRequest, PushRequest, ReplyAddress
@@ -188,7 +188,7 @@ class TelegramChannel(BaseChannel):
 
     async def push(self, http: aiohttp.ClientSession, push: PushRequest) -> ChannelAck:
         addr = push.address
-        parts = split_text(push.text, MAX_TEXT)
+        parts = split_text(push.text, MAX_TEXT, utf16_len)
         sent: list[str] = []
         for index, part in enumerate(parts[push.skip_parts :]):
             payload: dict[str, Any] = {"chat_id": addr.conversation_id, "text": part}

@@ -27,3 +27,12 @@ def test_parts_respect_the_limit_and_keep_the_content(text: str, limit: int) -> 
     assert all(len(p) <= limit for p in parts)
     # Only line breaks may move or vanish at part boundaries, never content.
     assert "".join("".join(parts).splitlines()) == "".join(text.splitlines())
+
+
+def test_telegram_limits_count_utf16_units() -> None:
+    from channels.chunking import utf16_len
+
+    text = "😀" * 3000  # 3,000 characters, 6,000 UTF-16 units
+    parts = split_text(text, 4096, utf16_len)
+    assert all(utf16_len(p) <= 4096 for p in parts)
+    assert "".join(parts) == text

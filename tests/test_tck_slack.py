@@ -263,3 +263,13 @@ async def test_ok_false_errors_map_to_the_failure_enum(stack: Stack, slack: Fake
     assert await answer_with({"ok": False, "error": "invalid_auth"}) is FailureMode.UNAUTHORIZED
     assert await answer_with({"ok": False, "error": "internal_error"}) is FailureMode.TRANSIENT
     assert await answer_with({"ok": True, "ts": "1.2"}) is FailureMode.DELIVERED
+
+
+async def test_markup_characters_are_unescaped_in_and_escaped_out(
+    stack: Stack, slack: FakeSlack
+) -> None:
+    event = {"type": "message", "channel_type": "im", "user": "U5", "text": "a &lt;b&gt; &amp; c",
+             "ts": "1700000009.000100", "channel": "D5"}  # fmt: skip
+    assert (await post(stack, event_callback(event, "EvX")))[0] == 200
+    [reply] = await wait_delivered(slack, 1)
+    assert reply.text == "echo: a &lt;b&gt; &amp; c"  # the agent saw "a <b> & c"
