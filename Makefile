@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 dev: install
-	$(PY) -m hosting.cli dev
+	$(PY) -m cli.main dev
 
 test: install browser
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -40,6 +40,7 @@ chaos: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 typecheck: install
 	$(VENV)/bin/mypy

@@ -46,7 +46,13 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     # for every workflow run costs throughput.
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(
-            "hosting", "workflows.names", "pydantic", "pydantic_core", "annotated_types"
+            "hosting",
+            "workflows.names",
+            "workflows.commands",
+            "activities.names",
+            "pydantic",
+            "pydantic_core",
+            "annotated_types",
         )
     )
 

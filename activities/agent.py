@@ -8,7 +8,6 @@ from temporalio import activity
 
 from activities.agent_backends import AgentBackend
 from hosting.models import AgentReply, AgentRequest
-from workflows.names import INVOKE_AGENT
 
 HEARTBEAT_EVERY_S = 1.0  # the SDK throttles the actual calls to the server
 
@@ -17,7 +16,7 @@ class AgentActivities:
     def __init__(self, backend: AgentBackend) -> None:
         self._backend = backend
 
-    @activity.defn(name=INVOKE_AGENT)
+    @activity.defn(name="invoke_agent")
     async def invoke_agent(self, request: AgentRequest) -> AgentReply:
         # Heartbeats let Temporal notice a dead worker quickly and deliver cancellation.
         task = asyncio.ensure_future(self._backend.reply(request))

@@ -12,10 +12,10 @@ from typing import Protocol
 import aiohttp
 from temporalio.exceptions import ApplicationError
 
+from activities.names import AGENT_REJECTED
 from channels.http_push import parse_retry_after
 from hosting.models import AgentReply, AgentRequest, Turn
 from hosting.settings import AgentSettings, ConfigError
-from workflows.names import AGENT_REJECTED
 
 
 class AgentBackend(Protocol):

@@ -14,10 +14,10 @@ import aiohttp
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.names import PUSH_EXPIRED, PUSH_REJECTED, PUSH_UNAUTHORIZED
 from channels.base import FailureMode
 from channels.registry import ChannelRegistry
 from hosting.models import DeliveryPolicy, PushRequest, PushResult
-from workflows.names import PUSH_EXPIRED, PUSH_REJECTED, PUSH_REPLY, PUSH_UNAUTHORIZED
 
 
 def _count(push: PushRequest, outcome: str) -> None:
@@ -39,7 +39,7 @@ class DeliveryActivities:
         self._http = http
         self._rng = random.SystemRandom()
 
-    @activity.defn(name=PUSH_REPLY)
+    @activity.defn(name="push_reply")
     async def push_reply(self, push: PushRequest) -> PushResult:
         attempt = activity.info().attempt
         details = {"attempt": attempt}

@@ -11,7 +11,6 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
 from hosting.models import LinkCode, LinkConfirm, LinkOutcome
-from workflows.names import CONFIRM_LINK, NEW_LINK_CODE
 
 # Unambiguous characters (no 0/O, 1/I/L): people copy these codes by hand.
 ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
@@ -38,13 +37,13 @@ class LinkActivities:
         self._client = client
         self._key = signing_key
 
-    @activity.defn(name=NEW_LINK_CODE)
+    @activity.defn(name="new_link_code")
     async def new_link_code(self) -> LinkCode:
         raw = "".join(secrets.choice(ALPHABET) for _ in range(CODE_LENGTH))
         shown = f"{raw[:4]}-{raw[4:]}"
         return LinkCode(code=shown, code_hash=code_hash(self._key, raw))
 
-    @activity.defn(name=CONFIRM_LINK)
+    @activity.defn(name="confirm_link")
     async def confirm_link(self, confirm: LinkConfirm) -> LinkOutcome:
         """Unknown, expired, used and refused codes all come back the same: not linked."""
         if len(normalise(confirm.code)) != CODE_LENGTH:

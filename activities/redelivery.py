@@ -8,14 +8,13 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from hosting.models import PushRequest, RedeliveryInput
-from workflows.names import LOAD_DEAD_LETTER
 
 
 class RedeliveryActivities:
     def __init__(self, client: Client) -> None:
         self._client = client
 
-    @activity.defn(name=LOAD_DEAD_LETTER)
+    @activity.defn(name="load_dead_letter")
     async def load_dead_letter(self, inp: RedeliveryInput) -> list[PushRequest]:
         try:
             owed: list[PushRequest] = await self._client.get_workflow_handle(inp.run_id).query(

@@ -17,9 +17,9 @@ import aiohttp
 
 from bench.harness import PY, ROOT, drive, free_port, machine, percentiles, stack, webhook_request
 from channels.registry import build_registry
-from hosting.intake import build_submission, submit
 from hosting.models import ChannelRequest, ReplyAddress
 from hosting.settings import load_settings
+from routes.intake import build_submission, submit
 
 
 async def gateway_run(

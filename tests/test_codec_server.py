@@ -12,7 +12,7 @@ from temporalio.api.common.v1 import Payload
 
 from gateway import build_app
 from hosting.codec import AesGcmCodec
-from hosting.codec_server import REDACTED
+from routes.codec import REDACTED
 from tests.support import CODEC_KEY, make_settings
 
 ORIGIN = "http://127.0.0.1:8233"

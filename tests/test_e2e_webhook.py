@@ -242,7 +242,7 @@ async def test_caller_outside_the_allowlist_is_refused_and_starts_nothing(
 
 
 async def test_operator_replays_a_dead_letter_with_the_same_key(stack: Stack) -> None:
-    from hosting.operations import replay_dead_letters
+    from cli.operations import replay_dead_letters
 
     stack.receiver.fail_next.extend([404])
     ack = await post_message(stack, "msg_replay", "try again later", user="ida", conv="c11")

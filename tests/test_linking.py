@@ -133,7 +133,7 @@ async def test_commands_stay_out_of_the_agent_transcript(stack: Stack) -> None:
 
 
 async def test_operator_revokes_links_and_purges_an_account(stack: Stack) -> None:
-    from hosting.operations import purge_identity, revoke_links, session_id_for, show_links
+    from cli.operations import purge_identity, revoke_links, session_id_for, show_links
 
     code = await new_code(stack, "olga")
     await webhook_say(stack, f"/link {code}", user="olga-w")

@@ -77,9 +77,9 @@ async def test_recorded_histories_replay() -> None:
 
 async def test_every_workflow_type_replays(stack: Stack) -> None:
     """Commands, linking, a one-off run and an operator redelivery, recorded and replayed."""
-    from hosting.intake import build_submission, start_run
+    from cli.operations import replay_dead_letters
     from hosting.models import ChannelRequest, ReplyAddress
-    from hosting.operations import replay_dead_letters
+    from routes.intake import build_submission, start_run
     from tests.test_linking import new_code, webhook_say
 
     code = await new_code(stack, "rex")

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from slack_sdk.signature import SignatureVerifier
 
+from channels.conformance import ChannelConformance
 from channels.slack import signature
-from channels.tck import ChannelConformance, FakePlatform, wait_delivered
+from channels.tck import FakePlatform, wait_delivered
 from tests.conftest import Stack
 from tests.fakes import SLACK_TOKEN, FakeSlack, dumps, serve
 

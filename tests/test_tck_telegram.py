@@ -9,7 +9,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from channels.tck import ChannelConformance, FakePlatform, wait_delivered
+from channels.conformance import ChannelConformance
+from channels.tck import FakePlatform, wait_delivered
 from channels.telegram import TelegramChannel
 from tests.conftest import Stack
 from tests.fakes import TELEGRAM_TOKEN, FakeTelegram, dumps, serve

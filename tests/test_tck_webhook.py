@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from channels.conformance import ChannelConformance
 from channels.standard_webhooks import secret_bytes, signed_headers
-from channels.tck import ChannelConformance, FakePlatform
+from channels.tck import FakePlatform
 from tests.fakes import FakeWebhookReceiver, dumps, serve
 from tests.support import WEBHOOK_SECRET
 

@@ -9,8 +9,9 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.delivery import DeliveryActivities
+    from activities.names import NON_RETRYABLE_PUSH
     from hosting.models import PushRequest, PushResult
-    from workflows import names
 
 
 class PushFailed(Exception):
@@ -26,10 +27,9 @@ async def push_with_retries(push: PushRequest) -> PushResult:
     """Raises :class:`PushFailed` when the destination is dead-lettered."""
     policy = push.policy
     try:
-        result: PushResult = await workflow.execute_activity(
-            names.PUSH_REPLY,
+        result: PushResult = await workflow.execute_activity_method(
+            DeliveryActivities.push_reply,
             push,
-            result_type=PushResult,
             start_to_close_timeout=timedelta(seconds=policy.timeout_s + 5),
             schedule_to_close_timeout=timedelta(seconds=push.max_age_s),
             retry_policy=RetryPolicy(
@@ -37,7 +37,7 @@ async def push_with_retries(push: PushRequest) -> PushResult:
                 backoff_coefficient=policy.backoff,
                 maximum_interval=timedelta(seconds=policy.max_interval_s),
                 maximum_attempts=policy.max_attempts,
-                non_retryable_error_types=names.NON_RETRYABLE_PUSH,
+                non_retryable_error_types=NON_RETRYABLE_PUSH,
             ),
         )
     except ActivityError as err:
@@ -52,7 +52,7 @@ def failure_reason(err: ActivityError) -> tuple[str, int]:
         attempts = 0
         if cause.details and isinstance(cause.details[0], dict):
             attempts = int(cause.details[0].get("attempt", 0))
-        if cause.type in names.NON_RETRYABLE_PUSH:
+        if cause.type in NON_RETRYABLE_PUSH:
             return cause.type, attempts
         return "retries_exhausted", attempts
     if isinstance(cause, TimeoutError):

@@ -40,12 +40,12 @@ class LinkChallengeWorkflow:
         second = self._confirmed
         assert second is not None
         initiator = start.initiator
-        await workflow.get_external_workflow_handle(initiator.session_id).signal(
-            names.LINK_IDENTITY_SIGNAL, second
-        )
-        await workflow.get_external_workflow_handle(second.session_id).signal(
-            names.ALIAS_TO_SIGNAL, initiator.session_id
-        )
+        # By name: sessions start runs, which start this workflow, so a typed reference to the
+        # session class would be a circular import.
+        first = workflow.get_external_workflow_handle(initiator.session_id)
+        await first.signal(names.LINK_IDENTITY_SIGNAL, second)
+        joining = workflow.get_external_workflow_handle(second.session_id)
+        await joining.signal(names.ALIAS_TO_SIGNAL, initiator.session_id)
         return "linked"
 
     @workflow.update

@@ -12,6 +12,7 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from activities.redelivery import RedeliveryActivities
     from hosting.models import (
         DeliveryState,
         DestinationStatus,
@@ -19,18 +20,17 @@ with workflow.unsafe.imports_passed_through():
         RedeliveryInput,
         RedeliveryResult,
     )
-    from workflows import names
     from workflows.delivery import PushFailed, push_with_retries
+    from workflows.run import AgentRunWorkflow
 
 
 @workflow.defn
 class RedeliveryWorkflow:
     @workflow.run
     async def run(self, inp: RedeliveryInput) -> RedeliveryResult:
-        owed: list[PushRequest] = await workflow.execute_activity(
-            names.LOAD_DEAD_LETTER,
+        owed: list[PushRequest] = await workflow.execute_activity_method(
+            RedeliveryActivities.load_dead_letter,
             inp,
-            result_type=list[PushRequest],
             start_to_close_timeout=timedelta(seconds=30),
         )
         if not owed:
@@ -57,9 +57,8 @@ class RedeliveryWorkflow:
             updated_at=workflow.now(),
         )
         try:
-            await workflow.get_external_workflow_handle(inp.run_id).signal(
-                names.REDELIVERED_SIGNAL, status
-            )
+            run = workflow.get_external_workflow_handle_for(AgentRunWorkflow.run, inp.run_id)
+            await run.signal(AgentRunWorkflow.redelivered, status)
         except Exception:  # the run's continuation window is over; this history keeps the result
             workflow.logger.info("run closed before the redelivery reported back")
         return RedeliveryResult(destination=inp.destination, state=state, reason=reason)

@@ -18,8 +18,10 @@ from temporalio.exceptions import ActivityError, CancelledError, TimeoutError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
+    from activities.agent import AgentActivities
+    from activities.linking import LinkActivities
+    from activities.names import AGENT_REJECTED
     from hosting import search_attributes as sa
-    from hosting.commands import Command, parse_command
     from hosting.ids import delivery_key
     from hosting.models import (
         AgentReply,
@@ -40,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from hosting.targets import destination_key, resolve
     from workflows import names
+    from workflows.commands import Command, parse_command
     from workflows.delivery import PushFailed, push_with_retries
     from workflows.link import LinkChallengeWorkflow
 
@@ -100,8 +103,8 @@ class AgentRunWorkflow:
                 await self._deliver(request.reply_to, self._output)
             return
         try:
-            reply: AgentReply = await workflow.execute_activity(
-                names.INVOKE_AGENT,
+            reply: AgentReply = await workflow.execute_activity_method(
+                AgentActivities.invoke_agent,
                 AgentRequest(
                     run_id=inp.run_id,
                     text=request.text,
@@ -109,14 +112,13 @@ class AgentRunWorkflow:
                     channel=request.channel,
                     identity_hash=inp.submit.identity_hash,
                 ),
-                result_type=AgentReply,
                 start_to_close_timeout=timedelta(seconds=opts.agent_timeout_s),
                 schedule_to_close_timeout=timedelta(seconds=opts.max_duration_s),
                 heartbeat_timeout=timedelta(seconds=opts.agent_heartbeat_s),
                 retry_policy=RetryPolicy(
                     initial_interval=timedelta(seconds=1),
                     maximum_interval=timedelta(seconds=30),
-                    non_retryable_error_types=[names.AGENT_REJECTED],
+                    non_retryable_error_types=[AGENT_REJECTED],
                 ),
             )
         except ActivityError as err:
@@ -243,9 +245,8 @@ class AgentRunWorkflow:
         if command.argument is None:
             if policy.direct_only and not request.is_direct:
                 return "For your security, send /link to me in a direct message."
-            code: LinkCode = await workflow.execute_activity(
-                names.NEW_LINK_CODE,
-                result_type=LinkCode,
+            code: LinkCode = await workflow.execute_activity_method(
+                LinkActivities.new_link_code,
                 start_to_close_timeout=timedelta(seconds=10),
             )
             await workflow.start_child_workflow(
@@ -264,10 +265,9 @@ class AgentRunWorkflow:
             return "This account is already linked; send /unlink first."
         if inp.link_locked:
             return refused
-        outcome: LinkOutcome = await workflow.execute_activity(
-            names.CONFIRM_LINK,
+        outcome: LinkOutcome = await workflow.execute_activity_method(
+            LinkActivities.confirm_link,
             LinkConfirm(tenant=request.tenant, code=command.argument, identity=me),
-            result_type=LinkOutcome,
             start_to_close_timeout=timedelta(seconds=30),
         )
         if not outcome.linked or outcome.initiator is None:
@@ -281,6 +281,8 @@ class AgentRunWorkflow:
     async def _notify_session(self, inp: RunInput) -> None:
         if inp.session_id is None:
             return
+        # By name: the session module imports this one (sessions start runs), so a typed
+        # reference back would be a circular import.
         handle = workflow.get_external_workflow_handle(inp.session_id)
         await handle.signal(
             names.RUN_FINISHED_SIGNAL,

@@ -145,7 +145,7 @@ class SessionWorkflow:
         for identity in leaving:
             self._linked = [i for i in self._linked if not i.same_account(identity)]
             await workflow.get_external_workflow_handle(identity.session_id).signal(
-                names.UNALIAS_SIGNAL
+                SessionWorkflow.unalias
             )
 
     def _link_locked(self, policy: LinkingPolicy) -> bool:
@@ -187,7 +187,7 @@ class SessionWorkflow:
             # This account was linked into another session: that one runs everything.
             self._remember_key(key)
             await workflow.get_external_workflow_handle(self._alias_of).signal(
-                names.SUBMIT_LATER_SIGNAL, item
+                SessionWorkflow.submit_later, item
             )
             return SubmitResult(run_id=run_id)
         busy = self._current is not None or bool(self._queue)
@@ -257,7 +257,7 @@ class SessionWorkflow:
         waiting, self._queue = self._queue, []
         for item in waiting:  # whatever waited here runs there now, in order
             await workflow.get_external_workflow_handle(primary_session_id).signal(
-                names.SUBMIT_LATER_SIGNAL, item
+                SessionWorkflow.submit_later, item
             )
 
     @workflow.signal(name=names.UNALIAS_SIGNAL)
@@ -269,12 +269,12 @@ class SessionWorkflow:
         """Operator revoke: this session leaves its links, in both directions."""
         for identity in self._linked:
             await workflow.get_external_workflow_handle(identity.session_id).signal(
-                names.UNALIAS_SIGNAL
+                SessionWorkflow.unalias
             )
         self._linked = []
         if self._alias_of is not None and self._home is not None:
             await workflow.get_external_workflow_handle(self._alias_of).signal(
-                names.DROP_ACCOUNT_SIGNAL, self._home
+                SessionWorkflow.drop_account, self._home
             )
         self._alias_of = None
 

@@ -7,7 +7,6 @@ follow the channel's multitask strategy. The response ``id`` is the continuation
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Mapping
@@ -17,20 +16,18 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
 from channels.inbound_body import BodyError
 from channels.responses import CreateResponse, ResponsesChannel
 from channels.web import WebChannel
 from hosting.ids import InvalidKey, isolation_key, session_workflow_id
-from hosting.intake import build_submission, start_run, submit
 from hosting.models import RunStatus, RunView, Turn
-from hosting.operations import cancel_run
 from hosting.settings import Settings
 from hosting.tokens import TokenClaims, issue, verify
+from routes.intake import build_submission, start_run, submit
+from routes.runs import cancel_run, fetch_view, pending_runs, session_of, wait_for_view
 
-POLL_START_S = 0.03
-POLL_MAX_S = 0.25
 MAX_WAIT_S = 60.0
 
 
@@ -133,30 +130,14 @@ class ResponsesApi:
     def _claims(self, token: str, caller: str) -> TokenClaims | None:
         return verify(self._key, token, tenant=self._tenant, caller=caller, now=time.time())
 
-    async def _view(self, client: Client, run_id: str) -> RunView | None:
-        try:
-            view: RunView = await client.get_workflow_handle(run_id).query(
-                "view", result_type=RunView
-            )
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                return None
-            raise
-        return view
-
     async def _token_view(self, client: Client, claims: TokenClaims) -> RunView | None:
         """The run's view; for a run still waiting in its session's queue, a ``queued`` view."""
-        view = await self._view(client, claims.run_id)
+        view = await fetch_view(client, claims.run_id)
         session_id = self._session_of(claims)
         if view is not None or session_id is None:
             return view
-        try:
-            waiting: list[str] = await client.get_workflow_handle(session_id).query(
-                "pending_runs", result_type=list[str]
-            )
-        except RPCError:
-            return None
-        if claims.run_id not in waiting:
+        waiting = await pending_runs(client, session_id)
+        if waiting is None or claims.run_id not in waiting:
             return None
         now = datetime.now(UTC)
         return RunView(
@@ -166,19 +147,6 @@ class ResponsesApi:
             created_at=now,
             updated_at=now,
         )
-
-    async def _wait(
-        self, client: Client, run_id: str, until: Any, timeout_s: float
-    ) -> RunView | None:
-        """Poll the run's view (no history cost) until ``until(view)`` or the timeout."""
-        deadline = time.monotonic() + timeout_s
-        delay = POLL_START_S
-        view = await self._view(client, run_id)
-        while not until(view) and time.monotonic() < deadline:
-            await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 1.5, POLL_MAX_S)
-            view = await self._view(client, run_id)
-        return view
 
     # -- /v1/responses ---------------------------------------------------------------------
 
@@ -206,7 +174,7 @@ class ResponsesApi:
                     404, "previous_response_id not found.", "previous_response_not_found"
                 )
             conversation = previous.conversation
-            before = await self._view(client, previous.run_id)
+            before = await fetch_view(client, previous.run_id)
             if (
                 before is not None
                 and before.input_text is not None
@@ -278,9 +246,9 @@ class ResponsesApi:
             ),
         )
         if body.background:
-            view = await self._view(client, run_id)
+            view = await fetch_view(client, run_id)
         else:
-            view = await self._wait(
+            view = await wait_for_view(
                 client,
                 run_id,
                 lambda v: v is not None and v.status.finished,
@@ -316,22 +284,22 @@ class ResponsesApi:
     def _session_of(self, claims: TokenClaims) -> str | None:
         """The session a token's run waits in, for runs that have a conversation."""
         kind, _, who = claims.caller.partition(":")
-        if kind == "web":
-            key = isolation_key("per_user", "web", who, who)
-        elif claims.conversation:
+        if self._web is not None and kind == self._web.name:
+            # The browser's own session, under the scope the web channel is configured with.
+            return session_of(self._tenant, self._web, who, who)
+        if claims.conversation:
             key = isolation_key("per_conversation", kind, who, claims.conversation)
-        else:
-            return None
-        return session_workflow_id(self._tenant, key)
+            return session_workflow_id(self._tenant, key)
+        return None
 
     async def _cancel(self, client: Client, claims: TokenClaims) -> RunView | None:
-        view = await self._view(client, claims.run_id)
+        view = await fetch_view(client, claims.run_id)
         if view is not None and view.status.finished:
             return view
         if not await cancel_run(client, claims.run_id, self._session_of(claims)):
             return None
         # A queued run becomes a run at once, already cancelled; a running one stops.
-        return await self._wait(
+        return await wait_for_view(
             client, claims.run_id, lambda v: v is not None and v.status.finished, 10.0
         )
 
@@ -382,7 +350,7 @@ class ResponsesApi:
             return not_found()
         if wait > 0 and not view.status.finished:
             first = view.status
-            changed = await self._wait(
+            changed = await wait_for_view(
                 client, claims.run_id, lambda v: v is not None and v.status != first, wait
             )
             view = changed or view

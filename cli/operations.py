@@ -6,7 +6,6 @@ from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.service import RPCError, RPCStatusCode
 
 from hosting import search_attributes as sa
 from hosting.ids import Scope, identity_hash, isolation_key, session_workflow_id
@@ -18,8 +17,9 @@ from hosting.models import (
     SessionLinks,
 )
 from hosting.settings import Settings
-from workflows.names import CANCEL_RUN_SIGNAL, REVOKE_LINKS_SIGNAL
 from workflows.redelivery import RedeliveryWorkflow
+from workflows.run import AgentRunWorkflow
+from workflows.session import SessionWorkflow
 
 
 def redelivery_workflow_id(run_id: str, destination: str) -> str:
@@ -30,7 +30,7 @@ async def replay_dead_letters(
     client: Client, task_queue: str, run_id: str, destination: str | None = None
 ) -> list[RedeliveryResult]:
     """Replay every dead-lettered destination of a run (or one), waiting for each outcome."""
-    view: RunView = await client.get_workflow_handle(run_id).query("view", result_type=RunView)
+    view: RunView = await client.get_workflow_handle(run_id).query(AgentRunWorkflow.view)
     targets = [
         d.destination
         for d in view.deliveries
@@ -56,14 +56,12 @@ def session_id_for(settings: Settings, channel: str, user_id: str, conversation:
 
 
 async def show_links(client: Client, session_id: str) -> SessionLinks:
-    links: SessionLinks = await client.get_workflow_handle(session_id).query(
-        "links", result_type=SessionLinks
-    )
+    links: SessionLinks = await client.get_workflow_handle(session_id).query(SessionWorkflow.links)
     return links
 
 
 async def revoke_links(client: Client, session_id: str) -> None:
-    await client.get_workflow_handle(session_id).signal(REVOKE_LINKS_SIGNAL)
+    await client.get_workflow_handle(session_id).signal(SessionWorkflow.revoke_links)
 
 
 async def purge_identity(client: Client, settings: Settings, session_id: str) -> list[str]:
@@ -81,22 +79,3 @@ async def purge_identity(client: Client, settings: Settings, session_id: str) ->
         )
         deleted.append(wf.id)
     return deleted
-
-
-async def cancel_run(client: Client, run_id: str, session_id: str | None) -> bool:
-    """Cancel a run, or a run still waiting in its session's queue. False if neither exists."""
-    try:
-        await client.get_workflow_handle(run_id).cancel()
-        return True
-    except RPCError as exc:
-        if exc.status != RPCStatusCode.NOT_FOUND or session_id is None:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                return False
-            raise
-    try:
-        await client.get_workflow_handle(session_id).signal(CANCEL_RUN_SIGNAL, run_id)
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            return False
-        raise
-    return True

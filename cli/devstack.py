@@ -251,8 +251,8 @@ async def send_message(settings: Settings, text: str, user: str, wait_s: float) 
     import uuid
 
     from channels.standard_webhooks import signed_headers
-    from hosting.models import RunView
     from hosting.temporal_client import connect
+    from workflows.run import AgentRunWorkflow
 
     section = settings.channels.webhook
     if section is None:
@@ -279,7 +279,7 @@ async def send_message(settings: Settings, text: str, user: str, wait_s: float) 
     client = await connect(settings)
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
-        view = await client.get_workflow_handle(run_id).query("view", result_type=RunView)
+        view = await client.get_workflow_handle(run_id).query(AgentRunWorkflow.view)
         if view.status.finished and all(d.state != "pending" for d in view.deliveries):
             print(f"run {run_id}: {view.status.value}")
             print(f"reply: {view.output_text}")

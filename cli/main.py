@@ -36,7 +36,7 @@ def _settings(require_keys: bool = True) -> Settings:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from hosting.devstack import run_dev
+    from cli.devstack import run_dev
 
     return asyncio.run(run_dev())
 
@@ -64,7 +64,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    from hosting.devstack import send_message
+    from cli.devstack import send_message
 
     return asyncio.run(send_message(_settings(), args.text, args.user, args.wait))
 
@@ -72,14 +72,14 @@ def cmd_send(args: argparse.Namespace) -> int:
 async def _show_run(settings: Settings, run_id: str) -> int:
     from temporalio.service import RPCError
 
-    from hosting.models import RunView
     from hosting.temporal_client import connect
+    from workflows.run import AgentRunWorkflow
 
     client = await connect(settings)
     handle = client.get_workflow_handle(run_id)
     try:
         desc = await handle.describe()
-        view = await handle.query("view", result_type=RunView)
+        view = await handle.query(AgentRunWorkflow.view)
     except RPCError as exc:
         print(f"switchboard: {run_id}: {exc.message}", file=sys.stderr)
         return 1
@@ -108,17 +108,31 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     return asyncio.run(_show_run(_settings(), args.run_id))
 
 
-async def _cancel_run(settings: Settings, run_id: str) -> int:
+async def _cancel_run(settings: Settings, args: argparse.Namespace) -> int:
+    from cli.operations import session_id_for
     from hosting.temporal_client import connect
+    from routes.runs import cancel_run
 
     client = await connect(settings)
-    await client.get_workflow_handle(run_id).cancel()
-    print(f"cancellation requested for {run_id}")
+    session_id = None
+    if args.channel and args.user:
+        session_id = session_id_for(
+            settings, args.channel, args.user, args.conversation, args.scope
+        )
+    # The same queue-aware cancel the HTTP routes use: a run still waiting in its session's
+    # queue (no workflow yet) is taken out of the queue and ends cancelled.
+    if not await cancel_run(client, args.run_id, session_id):
+        hint = (
+            "" if session_id else " (a queued run needs --channel and --user to find its session)"
+        )
+        print(f"switchboard: {args.run_id}: no such run{hint}", file=sys.stderr)
+        return 1
+    print(f"cancellation requested for {args.run_id}")
     return 0
 
 
 def cmd_runs_cancel(args: argparse.Namespace) -> int:
-    return asyncio.run(_cancel_run(_settings(), args.run_id))
+    return asyncio.run(_cancel_run(_settings(), args))
 
 
 async def _list_dead_letters(settings: Settings, limit: int) -> int:
@@ -140,7 +154,7 @@ def cmd_dead_letters_list(args: argparse.Namespace) -> int:
 
 
 async def _replay(settings: Settings, run_id: str, destination: str | None) -> int:
-    from hosting.operations import replay_dead_letters
+    from cli.operations import replay_dead_letters
     from hosting.temporal_client import connect
 
     client = await connect(settings)
@@ -157,9 +171,9 @@ def cmd_dead_letters_replay(args: argparse.Namespace) -> int:
     return asyncio.run(_replay(_settings(), args.run_id, args.destination))
 
 
-def _add_identity_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--channel", required=True)
-    parser.add_argument("--user", required=True, help="the user's id on that channel")
+def _add_identity_args(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    parser.add_argument("--channel", required=required)
+    parser.add_argument("--user", required=required, help="the user's id on that channel")
     parser.add_argument("--conversation", help="for per-conversation scopes")
     parser.add_argument(
         "--scope",
@@ -169,8 +183,8 @@ def _add_identity_args(parser: argparse.ArgumentParser) -> None:
 
 
 async def _links(settings: Settings, args: argparse.Namespace) -> int:
+    from cli.operations import revoke_links, session_id_for, show_links
     from hosting.ids import identity_hash
-    from hosting.operations import revoke_links, session_id_for, show_links
     from hosting.temporal_client import connect
 
     client = await connect(settings)
@@ -193,7 +207,7 @@ def cmd_links(args: argparse.Namespace) -> int:
 
 
 async def _purge(settings: Settings, args: argparse.Namespace) -> int:
-    from hosting.operations import purge_identity, session_id_for
+    from cli.operations import purge_identity, session_id_for
     from hosting.temporal_client import connect
 
     client = await connect(settings)
@@ -255,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(fn=cmd_runs_show)
     cancel = runs_sub.add_parser("cancel", help="cancel a run")
     cancel.add_argument("run_id")
+    _add_identity_args(cancel, required=False)
     cancel.set_defaults(fn=cmd_runs_cancel)
 
     dead = sub.add_parser("dead-letters", help="runs whose replies could not be delivered")

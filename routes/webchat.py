@@ -17,13 +17,12 @@ from urllib.parse import quote
 
 from aiohttp import web
 from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
 
 from channels.web import COOKIE, WebChannel, message_key
-from hosting.ids import InvalidKey, isolation_key, run_workflow_id, session_workflow_id
+from hosting.ids import InvalidKey, run_workflow_id
 from hosting.models import RunStatus, RunView
-from hosting.operations import cancel_run
 from hosting.settings import Settings
+from routes.runs import cancel_run, fetch_view, session_of
 
 STREAM_LIMIT_S = 15 * 60
 POLL_S = 0.25
@@ -40,7 +39,7 @@ SECURITY_HEADERS = {
 
 
 def _asset(name: str) -> str:
-    return (resources.files("hosting") / "web" / name).read_text(encoding="utf-8")
+    return (resources.files("routes") / "static" / name).read_text(encoding="utf-8")
 
 
 def run_page_view(view: RunView, ui_link: str | None) -> dict[str, object]:
@@ -122,19 +121,9 @@ class WebChat:
         except InvalidKey:
             raise web.HTTPNotFound() from None
 
-    async def _view(self, request: web.Request, run_id: str) -> RunView | None:
-        handle = request.app[self._client_key].get_workflow_handle(run_id)
-        try:
-            view: RunView = await handle.query("view", result_type=RunView)
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                return None  # the session has not started the run yet
-            raise
-        return view
-
     async def run_state(self, request: web.Request) -> web.Response:
         run_id = self._run_id(request, for_write=False)
-        view = await self._view(request, run_id)
+        view = await fetch_view(request.app[self._client_key], run_id)
         if view is None:
             return web.json_response({"status": RunStatus.QUEUED.value, "found": False})
         return web.json_response(run_page_view(view, self._ui_link(run_id)))
@@ -159,7 +148,7 @@ class WebChat:
         last: str | None = None
         deadline = time.monotonic() + STREAM_LIMIT_S
         while time.monotonic() < deadline:
-            view = await self._view(request, run_id)
+            view = await fetch_view(request.app[self._client_key], run_id)
             state = (
                 run_page_view(view, self._ui_link(run_id))
                 if view is not None
@@ -177,9 +166,8 @@ class WebChat:
     async def cancel(self, request: web.Request) -> web.Response:
         run_id = self._run_id(request, for_write=True)
         browser_id = self._channel.identity.browser_id(request.cookies) or ""
-        scope = self._channel.settings.conversation_scope or "per_user"
-        session_id = session_workflow_id(
-            self._settings.gateway.tenant, isolation_key(scope, "web", browser_id, browser_id)
+        session_id = session_of(
+            self._settings.gateway.tenant, self._channel, browser_id, browser_id
         )
         if not await cancel_run(request.app[self._client_key], run_id, session_id):
             raise web.HTTPNotFound()

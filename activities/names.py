@@ -1,0 +1,11 @@
+"""Names on the wire that activities own: their error types (which workflows must not retry).
+
+Activity names themselves are in each ``@activity.defn(name=...)`` and stay fixed, since recorded
+histories name them; workflows call activities by method reference, never by these strings.
+"""
+
+AGENT_REJECTED = "AgentRejected"
+PUSH_REJECTED = "PushRejected"
+PUSH_UNAUTHORIZED = "PushUnauthorized"
+PUSH_EXPIRED = "PushExpired"
+NON_RETRYABLE_PUSH = [PUSH_REJECTED, PUSH_UNAUTHORIZED, PUSH_EXPIRED]

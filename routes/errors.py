@@ -1,0 +1,48 @@
+"""Error answers and the safety net that keeps every failure a clean 4xx/503, never a 500."""
+
+from __future__ import annotations
+
+import asyncio
+import traceback
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from temporalio.client import RPCTimeoutOrCancelledError
+from temporalio.service import RPCError
+
+from hosting.logs import get_logger
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# What a Temporal call raises while the server is unreachable or slow.
+UNAVAILABLE_ERRORS = (RPCError, RPCTimeoutOrCancelledError, asyncio.TimeoutError, RuntimeError)
+
+log = get_logger("switchboard.gateway")
+
+
+def error(status: int, reason: str, **headers: str) -> web.Response:
+    return web.json_response({"error": reason}, status=status, headers=headers)
+
+
+def unavailable() -> web.Response:
+    return error(503, "temporarily unavailable, retry later", **{"Retry-After": "5"})
+
+
+@web.middleware
+async def safety_net(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """No caller ever sees a 500: an unexpected failure is a 503 so platforms redeliver."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception as exc:
+        # Type and place only: exception messages can carry caller data, and paths can carry
+        # continuation tokens, so the route's name is logged instead of the path.
+        tb = traceback.extract_tb(exc.__traceback__)[-1]
+        route = request.match_info.route.resource
+        log.error(
+            "unhandled error",
+            route=route.canonical if route is not None else "unmatched",
+            error=type(exc).__name__,
+            at=f"{tb.filename.rsplit('/', 1)[-1]}:{tb.lineno}",
+        )
+        return error(503, "temporarily unavailable", **{"Retry-After": "5"})
