@@ -17,6 +17,7 @@ from temporalio.converter import PayloadCodec
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
 NONCE_BYTES = 12
+TAG_BYTES = 16
 
 
 class CodecKeyError(ValueError):
@@ -51,11 +52,13 @@ class AesGcmCodec(PayloadCodec):
         key_id = payload.metadata.get(KEY_ID, b"").decode(errors="replace")
         cipher = self._ciphers.get(key_id)
         if cipher is None:
+            # The configured key ids are not listed: this message reaches codec-server callers.
             raise CodecKeyError(
-                f"payload is encrypted with key id {key_id!r}, which is not configured "
-                f"(configured: {', '.join(self._ciphers)})"
+                f"payload is encrypted with key id {key_id[:64]!r}, which is not configured"
             )
         data = payload.data
+        if len(data) < NONCE_BYTES + TAG_BYTES:
+            raise CodecKeyError("payload is too short to be an encrypted payload")
         try:
             plain = cipher.decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], key_id.encode())
         except InvalidTag:

@@ -52,6 +52,10 @@ def redact_payload(payload: Payload) -> Payload:
     return Payload(metadata=dict(payload.metadata), data=json.dumps(redact(decoded)).encode())
 
 
+class EncodeForbidden(Exception):
+    """Only the admin role may encode."""
+
+
 class CodecServer:
     def __init__(self, security: SecuritySettings) -> None:
         self._codec = AesGcmCodec(security.codec_key_pairs())
@@ -109,6 +113,8 @@ class CodecServer:
                 )
             try:
                 out = await op(payloads, role)
+            except EncodeForbidden:
+                return web.json_response({"error": "forbidden"}, status=403, headers=headers)
             except CodecKeyError as exc:
                 return web.json_response({"error": str(exc)}, status=400, headers=headers)
             return web.json_response({"payloads": [MessageToDict(p) for p in out]}, headers=headers)
@@ -120,6 +126,9 @@ class CodecServer:
         return decoded if role == "admin" else [redact_payload(p) for p in decoded]
 
     async def _encode(self, payloads: list[Payload], role: Role) -> list[Payload]:
+        if role != "admin":
+            # Encoding lets a caller forge payloads that workers would trust: admins only.
+            raise EncodeForbidden()
         return await self._codec.encode(payloads)
 
     def add_routes(self, app: web.Application) -> None:

@@ -79,3 +79,10 @@ async def test_data_converter_encrypts_pydantic_models_end_to_end() -> None:
     assert b"hello there" not in payload.SerializeToString()
     [back] = await conv.decode([payload], [Turn])
     assert back == Turn(role="user", text="hello there")
+
+
+async def test_unknown_key_id_error_does_not_list_configured_ids() -> None:
+    [enc] = await AesGcmCodec([("gone", key(3))]).encode([plain(b"1")])
+    with pytest.raises(CodecKeyError) as caught:
+        await AesGcmCodec([("k1", key(1)), ("k2", key(2))]).decode([enc])
+    assert "k1" not in str(caught.value) and "k2" not in str(caught.value)

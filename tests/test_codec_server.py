@@ -126,3 +126,26 @@ async def test_malformed_codec_bodies_are_400(http: TestClient) -> None:
             "/codec/decode", data=body, headers={**auth, "Content-Type": "application/json"}
         )
         assert resp.status == 400, body
+
+
+async def test_only_admin_may_encode(http: TestClient) -> None:
+    plain = wire(Payload(metadata={"encoding": b"json/plain"}, data=b'{"status":"ok"}'))
+    support = await http.post(
+        "/codec/encode",
+        json={"payloads": [plain]},
+        headers={"Authorization": "Bearer support-token"},
+    )
+    assert support.status == 403
+    assert "payloads" not in await support.json()
+
+
+async def test_short_ciphertext_is_a_client_error(http: TestClient) -> None:
+    short = wire(
+        Payload(
+            metadata={"encoding": b"binary/encrypted", "encryption-key-id": b"test1"}, data=b"x"
+        )
+    )
+    resp = await http.post(
+        "/codec/decode", json={"payloads": [short]}, headers={"Authorization": "Bearer admin-token"}
+    )
+    assert resp.status == 400
