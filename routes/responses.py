@@ -119,12 +119,16 @@ class ResponsesApi:
     def _api_caller(self, request: web.Request) -> str | None:
         return self._channel.caller(request.headers) if self._channel else None
 
-    def _caller(self, request: web.Request) -> str | None:
-        """API callers by bearer key, browsers by their signed cookie."""
+    def _caller(self, request: web.Request, *, for_write: bool = False) -> str | None:
+        """API callers by bearer key, browsers by their signed cookie. A browser's write also
+        needs its CSRF token and a same-origin Origin, like every other cookie route."""
         caller = self._api_caller(request)
         if caller is None and self._web is not None:
-            browser_id = self._web.identity.browser_id(request.cookies)
-            caller = f"web:{browser_id}" if browser_id else None
+            if for_write:
+                browser_id = self._web.browser_from(request.cookies, request.headers)
+            else:
+                browser_id = self._web.identity.browser_id(request.cookies)
+            caller = f"{self._web.name}:{browser_id}" if browser_id else None
         return caller
 
     def _claims(self, token: str, caller: str) -> TokenClaims | None:
@@ -328,9 +332,11 @@ class ResponsesApi:
             ],
         }
 
-    def _run_claims(self, request: web.Request) -> TokenClaims | web.Response:
+    def _run_claims(
+        self, request: web.Request, *, for_write: bool = False
+    ) -> TokenClaims | web.Response:
         """The token's claims for this caller, or the answer to give instead (401 or 404)."""
-        caller = self._caller(request)
+        caller = self._caller(request, for_write=for_write)
         if caller is None:
             return openai_error(401, "Authentication required.", "unauthenticated")
         claims = self._claims(request.match_info["token"], caller)
@@ -357,7 +363,7 @@ class ResponsesApi:
         return web.json_response(self._run_json(request.match_info["token"], view))
 
     async def run_cancel(self, request: web.Request) -> web.Response:
-        claims = self._run_claims(request)
+        claims = self._run_claims(request, for_write=True)
         if isinstance(claims, web.Response):
             return claims
         view = await self._cancel(request.app[self._client_key], claims)

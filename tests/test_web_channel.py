@@ -121,3 +121,18 @@ async def test_cancel_a_slow_run(stack: Stack) -> None:
     assert resp.status == 202
     seen = await events(stack.http, mid)
     assert seen[-2]["status"] == "cancelled"
+
+
+async def test_cookie_cancel_on_v1_runs_needs_csrf_and_same_origin(stack: Stack) -> None:
+    csrf = await open_page(stack.http)
+    status, body, _ = await post(stack.http, csrf, "cancel me through /v1/runs")
+    assert status == 202
+    url = f"/v1/runs/{body['token']}/cancel"
+    assert (await stack.http.post(url)).status == 401  # the cookie alone is not enough
+    foreign = await stack.http.post(
+        url, headers={"X-CSRF-Token": csrf, "Origin": "http://evil.example"}
+    )
+    assert foreign.status == 401
+    resp = await stack.http.post(url, headers={"X-CSRF-Token": csrf})
+    assert resp.status == 200
+    assert (await resp.json())["status"] in ("cancelled", "completed")
