@@ -72,6 +72,9 @@ class GatewaySettings(_Section):
     submit_timeout_s: float = Field(
         default=2.5, gt=0, description="answer 503 when Temporal has not accepted a message by then"
     )
+    metrics_token: SecretStr | None = Field(
+        default=None, description="bearer token GET /metrics requires; unset leaves it open"
+    )
     intake: Literal["update", "signal"] = Field(
         default="update",
         description="update: the session answers (duplicate, busy) before the ack; signal: the "

@@ -15,6 +15,8 @@ import json
 from hosting.models import Frozen
 
 PREFIX = "resp_"
+# Far above any token issue() makes (a run ID is at most a few hundred characters).
+MAX_TOKEN_CHARS = 2048
 
 
 class TokenClaims(Frozen):
@@ -51,6 +53,8 @@ def issue(key: bytes, claims: TokenClaims) -> str:
 
 def verify(key: bytes, token: str, *, tenant: str, caller: str, now: float) -> TokenClaims | None:
     """The claims if the token is genuine, unexpired and this caller's; otherwise None."""
+    if len(token) > MAX_TOKEN_CHARS or not token.isascii():
+        return None  # bounded before anything is decoded
     body, _, mac = token.removeprefix(PREFIX).partition(".")
     genuine = hmac.compare_digest(mac.encode(), _mac(key, body, tenant, caller).encode())
     try:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from routes.keys import CLIENT
+from routes.keys import CLIENT, SETTINGS
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -25,6 +26,16 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    token = request.app[SETTINGS].gateway.metrics_token
+    if token is not None and token.get_secret_value():
+        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+        expected = token.get_secret_value().encode()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            presented.strip().encode(), expected
+        ):
+            return web.json_response(
+                {"error": "unauthorized"}, status=401, headers={"WWW-Authenticate": "Bearer"}
+            )
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -283,3 +283,15 @@ async def test_signal_intake_acks_without_a_worker_round_trip_and_still_dedupes(
     received = await stack.receiver.wait_for(2)
     assert [r["text"] for r in received] == ["echo: by signal", "echo: second"]
     assert len(stack.receiver.ids) == len(set(stack.receiver.ids))
+
+
+@pytest.mark.parametrize(
+    "settings_overrides", [{"gateway": {"metrics_token": "metrics-secret"}}], indirect=True
+)
+async def test_metrics_can_require_a_bearer_token(stack: Stack) -> None:
+    assert (await stack.http.get("/metrics")).status == 401
+    wrong = await stack.http.get("/metrics", headers={"Authorization": "Bearer nope"})
+    assert wrong.status == 401
+    ok = await stack.http.get("/metrics", headers={"Authorization": "Bearer metrics-secret"})
+    assert ok.status == 200
+    assert "switchboard_inbound_total" in await ok.text()

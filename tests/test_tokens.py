@@ -45,3 +45,11 @@ def test_tampering_is_detected() -> None:
 @given(st.text(max_size=200))
 def test_garbage_never_verifies_or_raises(garbage: str) -> None:
     assert verify(KEY, garbage, tenant="default", caller="responses:alice", now=1_000) is None
+
+
+def test_huge_or_non_ascii_tokens_are_refused_without_decoding() -> None:
+    key = b"k" * 32
+    assert verify(key, "resp_" + "A" * 100_000, tenant="t", caller="c", now=0) is None
+    assert verify(key, "resp_é.é", tenant="t", caller="c", now=0) is None
+    nested = "resp_" + "W" * 3000 + ".x"
+    assert verify(key, nested, tenant="t", caller="c", now=0) is None
