@@ -23,6 +23,7 @@ from channels.responses import CreateResponse, ResponsesChannel
 from channels.web import WebChannel
 from hosting.ids import InvalidKey, isolation_key, session_workflow_id
 from hosting.models import RunStatus, RunView, Turn
+from hosting.policy import Decision, decide
 from hosting.settings import Settings
 from hosting.tokens import TokenClaims, issue, verify
 from routes.intake import build_submission, start_run, submit
@@ -131,6 +132,14 @@ class ResponsesApi:
             caller = f"{self._web.name}:{browser_id}" if browser_id else None
         return caller
 
+    def _admitted(self, caller: str) -> bool:
+        """The channel's authorization policy, exactly as ``POST /channels/responses`` applies
+        it: every door that starts a run asks the same question."""
+        assert self._channel is not None
+        user_id = caller.split(":", 1)[1]
+        default = self._settings.authorization.default
+        return decide(self._channel.settings, default, user_id, {}) is Decision.ALLOWED
+
     def _claims(self, token: str, caller: str) -> TokenClaims | None:
         return verify(self._key, token, tenant=self._tenant, caller=caller, now=time.time())
 
@@ -158,6 +167,10 @@ class ResponsesApi:
         caller = self._api_caller(request)
         if caller is None:
             return openai_error(401, "Incorrect API key provided.", "invalid_api_key")
+        if not self._admitted(caller):
+            return openai_error(
+                403, "This caller is not allowed here.", "forbidden", "permission_error"
+            )
         try:
             body = CreateResponse.model_validate_json(await request.read())
         except ValidationError as exc:

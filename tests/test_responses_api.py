@@ -252,3 +252,21 @@ async def test_a_queued_follow_up_can_be_cancelled(stack: Stack, alice: AsyncOpe
     # The session goes on with later turns.
     after = await alice.responses.create(model="m", input="after", previous_response_id=root.id)
     assert after.output_text == "echo: after"
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [overrides(channels={"responses": {"api_keys": KEYS, "allow_native_ids": ["alice"]}})],
+    indirect=True,
+)
+async def test_v1_responses_applies_the_channel_policy(stack: Stack) -> None:
+    bob = api(stack, KEYS["bob"])
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        await bob.responses.create(model="m", input="let me in")
+    assert refused.value.status_code == 403
+    assert refused.value.code == "forbidden"
+    await bob.close()
+    alice = api(stack)
+    created = await alice.responses.create(model="m", input="hello")
+    assert created.status == "completed"
+    await alice.close()
