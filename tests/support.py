@@ -15,6 +15,7 @@ from typing import Any
 import standardwebhooks
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from temporalio.service import RPCError, RPCStatusCode
 
 from hosting.settings import Settings, settings_from_dict
 
@@ -127,10 +128,21 @@ async def eventually(
 ) -> None:
     """Wait until ``check`` is true: tests wait for conditions, never for fixed times."""
     deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
+    while not await _holds(check):
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(every)
+
+
+async def _holds(check: Callable[[], Awaitable[bool]]) -> bool:
+    """A workflow the check queries may not exist yet (a session starts its run a moment
+    after the gateway acknowledged): that is "not yet", not a failure."""
+    try:
+        return await check()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
 
 
 def temporal_bin(name: str) -> str:
