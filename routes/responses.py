@@ -273,25 +273,27 @@ class ResponsesApi:
             )
         return web.json_response(response_object(token, view, created, labels))
 
-    async def retrieve(self, request: web.Request) -> web.Response:
+    def _response_claims(self, request: web.Request) -> TokenClaims | web.Response:
+        """The ``{id}`` token's claims for this API caller, or the answer instead (401 or 404)."""
         caller = self._api_caller(request)
         if caller is None:
             return openai_error(401, "Incorrect API key provided.", "invalid_api_key")
         claims = self._claims(request.match_info["id"], caller)
-        if claims is None:
-            return not_found()
+        return not_found() if claims is None else claims
+
+    async def retrieve(self, request: web.Request) -> web.Response:
+        claims = self._response_claims(request)
+        if isinstance(claims, web.Response):
+            return claims
         view = await self._token_view(request.app[self._client_key], claims)
         if view is None:
             return not_found()
         return web.json_response(response_object(request.match_info["id"], view, 0, view.labels))
 
     async def cancel(self, request: web.Request) -> web.Response:
-        caller = self._api_caller(request)
-        if caller is None:
-            return openai_error(401, "Incorrect API key provided.", "invalid_api_key")
-        claims = self._claims(request.match_info["id"], caller)
-        if claims is None:
-            return not_found()
+        claims = self._response_claims(request)
+        if isinstance(claims, web.Response):
+            return claims
         client = request.app[self._client_key]
         view = await self._cancel(client, claims)
         if view is None:
