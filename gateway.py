@@ -13,19 +13,16 @@ import aiohttp
 from aiohttp import web
 from temporalio.client import Client
 
+from channels.catalog import load_settings
 from channels.registry import ChannelRegistry, build_registry
-from channels.responses import ResponsesChannel
-from channels.web import WebChannel
 from hosting.logs import configure_logging, get_logger
 from hosting.policy import check_policy
-from hosting.settings import ConfigError, Settings, load_settings
+from hosting.settings import ConfigError, Settings
 from hosting.temporal_client import connect
-from routes import health, inbound
+from routes import health, inbound, surfaces
 from routes.codec import CodecServer
 from routes.errors import safety_net
 from routes.keys import CLIENT, HTTP, REGISTRY, SETTINGS
-from routes.responses import ResponsesApi
-from routes.webchat import WebChat
 
 log = get_logger("switchboard.gateway")
 
@@ -57,14 +54,7 @@ def build_app(
     health.add_routes(app)
     if settings.security.codec_keys:
         CodecServer(settings.security).add_routes(app)
-    web_channel = app[REGISTRY].get("web")
-    web_channel = web_channel if isinstance(web_channel, WebChannel) else None
-    if web_channel is not None:
-        WebChat(settings, web_channel, CLIENT).add_routes(app)
-    responses = app[REGISTRY].get("responses")
-    responses = responses if isinstance(responses, ResponsesChannel) else None
-    if settings.security.signing_key.get_secret_value():
-        ResponsesApi(settings, responses, web_channel, CLIENT).add_routes(app)
+    surfaces.add_routes(app, settings, app[REGISTRY])
     return app
 
 

@@ -23,9 +23,10 @@ from activities.agent_backends import build_backend
 from activities.delivery import DeliveryActivities
 from activities.linking import LinkActivities
 from activities.redelivery import RedeliveryActivities
+from channels.catalog import load_settings
 from channels.registry import ChannelRegistry, build_registry
 from hosting.logs import configure_logging, get_logger
-from hosting.settings import ConfigError, Settings, load_settings
+from hosting.settings import ConfigError, Settings
 from hosting.temporal_client import (
     SearchAttributesMissing,
     connect,

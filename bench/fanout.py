@@ -20,8 +20,8 @@ from temporalio.worker import Worker
 from activities.delivery import DeliveryActivities
 from bench.fanout_workflow import FanoutWorkflow
 from bench.harness import machine, percentiles, stack
+from channels.catalog import load_settings
 from channels.registry import build_registry
-from hosting.settings import load_settings
 from worker import workflow_runner
 
 

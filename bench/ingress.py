@@ -16,9 +16,9 @@ import uuid
 import aiohttp
 
 from bench.harness import PY, ROOT, drive, free_port, machine, percentiles, stack, webhook_request
+from channels.catalog import load_settings
 from channels.registry import build_registry
 from hosting.models import ChannelRequest, ReplyAddress
-from hosting.settings import load_settings
 from routes.intake import build_submission, submit
 
 

@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
 
 from hosting.models import ChannelRequest, Frozen, PushRequest, SubmitResult
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from hosting.ids import Scope
-    from hosting.settings import ChannelSettings
+    from hosting.settings import ChannelSettings, Settings
 
 
 class FailureMode(StrEnum):
@@ -115,6 +115,10 @@ class Channel(Protocol):
         """Conversation scope that decides the session a message belongs to."""
         ...
 
+    def direct_scope(self) -> Scope:
+        """The scope of a direct conversation (where pull callers' runs wait)."""
+        ...
+
     def refuse(self, request: ChannelRequest) -> HttpAnswer:
         """The answer to a verified caller the policy does not admit (nothing is started)."""
         ...
@@ -133,10 +137,19 @@ class BaseChannel:
     def __init__(self, *, settings: ChannelSettings) -> None:
         self.settings = settings
 
+    @classmethod
+    def from_config(cls, section: ChannelSettings, settings: Settings) -> Self:
+        """The adapter for its ``[channels.<name>]`` section; adapters that need more of the
+        deployment's configuration (keys, public URL) override this."""
+        return cls(settings=section)
+
+    def direct_scope(self) -> Scope:
+        return self.settings.conversation_scope or "per_user"
+
     def scope(self, request: ChannelRequest) -> Scope:
-        if self.settings.conversation_scope is not None:
-            return self.settings.conversation_scope
-        return "per_user" if request.is_direct else "per_user_per_conversation"
+        if self.settings.conversation_scope is not None or request.is_direct:
+            return self.direct_scope()
+        return "per_user_per_conversation"
 
     def acknowledge(self, request: ChannelRequest, result: SubmitResult) -> HttpAnswer:
         return HttpAnswer(status=200)
@@ -144,6 +157,89 @@ class BaseChannel:
     def refuse(self, request: ChannelRequest) -> HttpAnswer:
         # A 2xx: platforms would otherwise redeliver a message we will never accept.
         return HttpAnswer(status=200)
+
+
+class Surface(StrEnum):
+    """An HTTP surface a pull channel brings besides ``POST /channels/{name}``; ``routes/``
+    mounts the routes of each surface a configured channel declares."""
+
+    CHAT_PAGE = "chat_page"  # a page that posts messages and follows its own runs
+    RESPONSES_API = "responses_api"  # OpenAI-Responses-compatible ``/v1/responses``
+
+
+@runtime_checkable
+class ServesSurface(Protocol):
+    name: str
+    surface: Surface
+
+
+@runtime_checkable
+class AuthenticatesCallers(Protocol):
+    """Pull channels whose callers come back for their runs (``/v1/runs/{token}``)."""
+
+    name: str
+
+    def authenticate(
+        self, headers: Mapping[str, str], cookies: Mapping[str, str], *, for_write: bool
+    ) -> str | None:
+        """The caller's user id on this channel, or None. ``for_write``: the request changes
+        something, so cookie-authenticated callers must also prove same-origin intent."""
+        ...
+
+    def direct_scope(self) -> Scope:
+        """The conversation scope of this channel's (direct) conversations."""
+        ...
+
+
+@runtime_checkable
+class RegistersWithPlatform(Protocol):
+    """Platforms that are set up through their own API (a webhook URL, commands);
+    ``switchboard channels register <name>``."""
+
+    name: str
+
+    async def register(self, http: aiohttp.ClientSession, url: str) -> tuple[bool, str]:
+        """Register ``url`` (the channel's public inbound URL) and whatever else the platform
+        needs; (done, the platform's answer in a few words)."""
+        ...
+
+
+@runtime_checkable
+class BuildsAppPackage(Protocol):
+    """Platforms installed from an uploaded app package; ``switchboard channels package``."""
+
+    name: str
+
+    def app_package(self, gateway_url: str) -> bytes:
+        """The package file's bytes (for example a zipped manifest with icons)."""
+        ...
+
+
+@runtime_checkable
+class SignsSamples(Protocol):
+    """Channels that can sign a sample inbound message (``switchboard send`` smoke test)."""
+
+    name: str
+
+    def sample_request(self, text: str, user: str) -> tuple[dict[str, str], bytes]:
+        """Headers and body of one signed message from ``user``."""
+        ...
+
+
+@runtime_checkable
+class RunsDevReceiver(Protocol):
+    """Push channels that can stand in for "your server" during ``switchboard dev``."""
+
+    def dev_receiver(self) -> tuple[int, aiohttp.web.Application] | None:
+        """(local port, app) of a receiver that prints reply metadata, or None."""
+        ...
+
+
+@runtime_checkable
+class DescribesItself(Protocol):
+    """Channels that add lines to the dev supervisor's banner (how to reach them)."""
+
+    def dev_hints(self, gateway_url: str) -> list[str]: ...
 
 
 def json_answer(status: int, body: object) -> HttpAnswer:

@@ -25,7 +25,7 @@ from channels.base import (
 )
 from channels.inbound_body import BodyError, OwnBody, parse_body
 from hosting.models import ChannelRequest, PushRequest, ReplyAddress, SubmitResult
-from hosting.settings import LoopbackChannelSettings
+from hosting.settings import ChannelSettings
 
 
 class LoopbackMessage(OwnBody):
@@ -61,6 +61,10 @@ class Outbox:
 
         await asyncio.wait_for(_wait(), timeout)
         return list(self.sent)
+
+
+class LoopbackChannelSettings(ChannelSettings):
+    """In-memory channel for tests; never enable it on a public gateway."""
 
 
 class LoopbackChannel(BaseChannel):

@@ -3,20 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from urllib.parse import urlsplit
 
 from channels.base import Channel
-from hosting.settings import (
-    ChannelSettings,
-    ConfigError,
-    LoopbackChannelSettings,
-    ResponsesChannelSettings,
-    Settings,
-    SlackChannelSettings,
-    TelegramChannelSettings,
-    WebChannelSettings,
-    WebhookChannelSettings,
-)
+from channels.catalog import ADAPTERS
+from hosting.settings import ChannelSettings, ConfigError, Settings
 
 
 class DuplicateChannel(ValueError):
@@ -48,42 +38,11 @@ class ChannelRegistry:
 
 
 def build_channel(name: str, section: ChannelSettings, settings: Settings) -> Channel:
-    """One adapter from its settings section; adapters are imported only when configured."""
-    if isinstance(section, WebhookChannelSettings):
-        from channels.webhook import WebhookChannel
-
-        return WebhookChannel(settings=section)
-    if isinstance(section, LoopbackChannelSettings):
-        from channels.loopback import LoopbackChannel
-
-        return LoopbackChannel(settings=section)
-    if isinstance(section, TelegramChannelSettings):
-        from channels.telegram import TelegramChannel
-
-        return TelegramChannel(settings=section)
-    if isinstance(section, SlackChannelSettings):
-        from channels.slack import SlackChannel
-
-        return SlackChannel(settings=section)
-    if isinstance(section, ResponsesChannelSettings):
-        from channels.responses import ResponsesChannel
-
-        return ResponsesChannel(settings=section)
-    if isinstance(section, WebChannelSettings):
-        from channels.web import WebChannel
-
-        settings.require_keys()
-        return WebChannel(
-            settings=section,
-            signing_key=settings.security.signing_key_bytes(),
-            origin=_origin(settings.gateway.public_url),
-        )
-    raise ConfigError(f"channels.{name}: this build has no adapter for it yet")
-
-
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
+    """One adapter from its settings section."""
+    adapter = ADAPTERS.get(name)
+    if adapter is None:
+        raise ConfigError(f"channels.{name}: this build has no adapter for it")
+    return adapter(section, settings)
 
 
 def build_registry(settings: Settings) -> ChannelRegistry:

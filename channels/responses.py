@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Literal
 
 import aiohttp
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from channels.base import (
     Accepted,
@@ -24,12 +24,13 @@ from channels.base import (
     InboundHttp,
     InboundOutcome,
     Refused,
+    Surface,
     json_answer,
 )
 from channels.inbound_body import BodyError, PlatformBody, parse_body
-from hosting.ids import InvalidKey, check_component
+from hosting.ids import Caller, InvalidKey, check_component
 from hosting.models import ChannelRequest, PushRequest, ReplyAddress, SubmitResult, Turn
-from hosting.settings import ConfigError, ResponsesChannelSettings
+from hosting.settings import ChannelSettings, ConfigError
 
 
 class InputContent(PlatformBody):
@@ -71,9 +72,16 @@ class CreateResponse(PlatformBody):
         return turns[-1].text(), history
 
 
+class ResponsesChannelSettings(ChannelSettings):
+    """``[channels.responses]``: one bearer key per API caller, by the caller's name."""
+
+    api_keys: dict[str, SecretStr] = Field(default_factory=dict)
+
+
 class ResponsesChannel(BaseChannel):
     name = "responses"
     pull = True
+    surface = Surface.RESPONSES_API
 
     def __init__(self, *, settings: ResponsesChannelSettings) -> None:
         super().__init__(settings=settings)
@@ -83,29 +91,46 @@ class ResponsesChannel(BaseChannel):
             (name, key.get_secret_value().encode()) for name, key in settings.api_keys.items()
         ]
 
-    def caller(self, headers: Mapping[str, str]) -> str | None:
-        """``responses:<name>`` for a known bearer key; every key is compared, in constant time."""
+    def authenticate(
+        self, headers: Mapping[str, str], cookies: Mapping[str, str], *, for_write: bool
+    ) -> str | None:
+        """The caller's name for a known bearer key; every key is compared, in constant time.
+        A bearer header is not sent by browsers on their own, so writes need nothing more."""
         scheme, _, presented = headers.get("Authorization", "").partition(" ")
         found: str | None = None
         if scheme.lower() == "bearer" and presented:
             token = presented.strip().encode()
             for name, key in self._keys:
                 if hmac.compare_digest(token, key):
-                    found = f"{self.name}:{name}"
+                    found = name
         return found
+
+    def caller(self, headers: Mapping[str, str]) -> Caller | None:
+        user_id = self.authenticate(headers, {}, for_write=False)
+        return Caller(self.name, user_id) if user_id is not None else None
+
+    def direct_scope(self) -> Literal["per_conversation"]:
+        # Every response chain is its own conversation: callers run many in parallel.
+        return "per_conversation"
+
+    def dev_hints(self, gateway_url: str) -> list[str]:
+        return [
+            f"  Responses API     {gateway_url}/v1  (bearer keys: "
+            f"[channels.{self.name}.api_keys] in the config)"
+        ]
 
     def build_request(
         self,
         *,
         tenant: str,
-        caller: str,
+        caller: Caller,
         body: CreateResponse,
         idempotency_key: str | None,
         conversation: str | None,
     ) -> tuple[ChannelRequest, list[Turn]]:
         """Raises BodyError or InvalidKey with a reason for the caller."""
         text, history = body.text_and_transcript()
-        caller_name = caller.split(":", 1)[1]
+        caller_name = caller.user_id
         if idempotency_key is not None:
             check_component(idempotency_key, "Idempotency-Key")
             # Scoped by caller: two callers' keys never collide.
@@ -128,7 +153,7 @@ class ResponsesChannel(BaseChannel):
         return request, history
 
     def scope(self, request: ChannelRequest) -> Literal["per_conversation"]:
-        return "per_conversation"
+        return self.direct_scope()
 
     async def receive(self, http: InboundHttp) -> InboundOutcome:
         caller = self.caller(http.headers)

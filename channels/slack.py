@@ -16,7 +16,7 @@ import re
 from typing import Any
 
 import aiohttp
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from channels.base import (
     Accepted,
@@ -34,7 +34,7 @@ from channels.chunking import split_text
 from channels.http_push import HttpResult, classify_status, parse_retry_after, post
 from channels.inbound_body import BodyError, PlatformBody, parse_body
 from hosting.models import ChannelRequest, PushRequest, ReplyAddress
-from hosting.settings import SlackChannelSettings, require_secret
+from hosting.settings import ChannelSettings, require_secret
 
 TOLERANCE_S = 300
 MAX_TEXT = 4000
@@ -93,6 +93,14 @@ def unescape(text: str) -> str:
 def signature(secret: bytes, timestamp: str, body: bytes) -> str:
     mac = hmac.new(secret, b"v0:" + timestamp.encode() + b":" + body, hashlib.sha256)
     return "v0=" + mac.hexdigest()
+
+
+class SlackChannelSettings(ChannelSettings):
+    """``[channels.slack]``: the app's signing secret and bot token."""
+
+    signing_secret: SecretStr = SecretStr("")
+    bot_token: SecretStr = SecretStr("")
+    api_base_url: str = "https://slack.com/api"
 
 
 class SlackChannel(BaseChannel):

@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 import aiohttp
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from channels.base import (
     Accepted,
@@ -30,7 +30,7 @@ from channels.chunking import split_text, utf16_len
 from channels.http_push import HttpResult, classify_status, post
 from channels.inbound_body import BodyError, PlatformBody, parse_body
 from hosting.models import ChannelRequest, PushRequest, ReplyAddress
-from hosting.settings import TelegramChannelSettings, require_secret
+from hosting.settings import ChannelSettings, require_secret
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 (a header name)
 MAX_TEXT = 4096
@@ -80,6 +80,15 @@ def _entity_text(text: str, entity: TgEntity) -> str:
     return units[2 * entity.offset : 2 * (entity.offset + entity.length)].decode(
         "utf-16-le", errors="replace"
     )
+
+
+class TelegramChannelSettings(ChannelSettings):
+    """``[channels.telegram]``: the bot's token, the webhook secret token, its @username."""
+
+    bot_token: SecretStr = SecretStr("")
+    secret_token: SecretStr = SecretStr("")
+    bot_username: str = ""
+    api_base_url: str = "https://api.telegram.org"
 
 
 class TelegramChannel(BaseChannel):
@@ -213,6 +222,12 @@ class TelegramChannel(BaseChannel):
         return ChannelAck(
             mode=FailureMode.DELIVERED, platform_message_ids=sent, parts_delivered=len(sent)
         )
+
+    async def register(self, http: aiohttp.ClientSession, url: str) -> tuple[bool, str]:
+        """``setWebhook``: the Bot API then POSTs updates to ``url`` with our secret token."""
+        answer = await self.set_webhook(http, url)
+        ok = answer.get("ok") is True
+        return ok, "ok" if ok else str(answer.get("description", "failed"))
 
     async def set_webhook(self, http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
         """Register ``url`` with our secret. Stopping the gateway never deletes it."""

@@ -14,6 +14,8 @@ import hmac
 import re
 import secrets
 from collections.abc import Mapping
+from typing import Self
+from urllib.parse import urlsplit
 
 import aiohttp
 from pydantic import Field
@@ -27,11 +29,12 @@ from channels.base import (
     InboundHttp,
     InboundOutcome,
     Refused,
+    Surface,
     json_answer,
 )
 from channels.inbound_body import BodyError, OwnBody, parse_body
 from hosting.models import ChannelRequest, PushRequest, ReplyAddress, SubmitResult
-from hosting.settings import WebChannelSettings
+from hosting.settings import ChannelSettings, Settings
 
 COOKIE = "sb_web"
 CSRF_HEADER = "X-CSRF-Token"
@@ -82,14 +85,32 @@ def message_key(identity: WebIdentity, browser_id: str, message_id: str) -> str:
     return identity.message_key(browser_id, message_id)
 
 
+class WebChannelSettings(ChannelSettings):
+    """``[channels.web]``: the chat page has only the common options; its keys are the
+    deployment's signing key."""
+
+
 class WebChannel(BaseChannel):
     name = "web"
     pull = True
+    surface = Surface.CHAT_PAGE
 
     def __init__(self, *, settings: WebChannelSettings, signing_key: bytes, origin: str) -> None:
         super().__init__(settings=settings)
         self.identity = WebIdentity(signing_key)
         self._origin = origin.rstrip("/")
+
+    @classmethod
+    def from_config(cls, section: ChannelSettings, settings: Settings) -> Self:
+        """Cookies are signed with the deployment's key; writes must come from its own origin."""
+        assert isinstance(section, WebChannelSettings)
+        settings.require_keys()
+        parts = urlsplit(settings.gateway.public_url)
+        return cls(
+            settings=section,
+            signing_key=settings.security.signing_key_bytes(),
+            origin=f"{parts.scheme}://{parts.netloc}",
+        )
 
     def browser_from(self, cookies: Mapping[str, str], headers: Mapping[str, str]) -> str | None:
         """The caller's browser id if cookie, CSRF token and Origin all check out."""
@@ -102,6 +123,17 @@ class WebChannel(BaseChannel):
         if not self.identity.check_csrf(browser_id, headers.get(CSRF_HEADER, "")):
             return None
         return browser_id
+
+    def authenticate(
+        self, headers: Mapping[str, str], cookies: Mapping[str, str], *, for_write: bool
+    ) -> str | None:
+        """The browser id from the signed cookie; a write also needs CSRF token and Origin."""
+        if for_write:
+            return self.browser_from(cookies, headers)
+        return self.identity.browser_id(cookies)
+
+    def dev_hints(self, gateway_url: str) -> list[str]:
+        return [f"  open the chat     {gateway_url}/"]
 
     async def receive(self, http: InboundHttp) -> InboundOutcome:
         browser_id = self.browser_from(http.cookies, http.headers)

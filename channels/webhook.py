@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from typing import Literal
+from urllib.parse import urlsplit
 
 import aiohttp
-from pydantic import Field
+from aiohttp import web
+from pydantic import Field, SecretStr, field_validator
 
 from channels.base import (
     Accepted,
@@ -30,7 +33,7 @@ from channels.http_push import HttpResult, classify_status, parse_retry_after, p
 from channels.inbound_body import BodyError, PlatformBody, parse_body
 from channels.standard_webhooks import SignatureError, secret_bytes, signed_headers, verify
 from hosting.models import ChannelRequest, PushRequest, ReplyAddress, SubmitResult
-from hosting.settings import WebhookChannelSettings, require_secret
+from hosting.settings import ChannelSettings, decode_b64, require_secret
 
 
 class _Party(PlatformBody):
@@ -47,6 +50,23 @@ class WebhookMessage(PlatformBody):
     user: _Party
     conversation: _Conversation
     text: str = Field(max_length=100_000)
+
+
+class WebhookChannelSettings(ChannelSettings):
+    """``[channels.webhook]``: the Standard Webhooks secret, and where replies are posted."""
+
+    secret: SecretStr = SecretStr("")
+    callback_url: str | None = None
+
+    @field_validator("secret")
+    @classmethod
+    def _whsec(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value()
+        if raw:
+            body = raw.removeprefix("whsec_")
+            if len(decode_b64(body, "secret")) < 16:
+                raise ValueError("secret must be whsec_ followed by base64 of at least 16 bytes")
+        return value
 
 
 class WebhookChannel(BaseChannel):
@@ -122,3 +142,40 @@ class WebhookChannel(BaseChannel):
         if result.status == 410:  # Standard Webhooks: the receiver asks us to stop.
             return ChannelAck(mode=FailureMode.REJECTED, detail="410")
         return classify_status(result.status, parse_retry_after(result.headers.get("retry-after")))
+
+    # -- development aids (``switchboard dev`` and ``switchboard send``) -------------------
+
+    def dev_hints(self, gateway_url: str) -> list[str]:
+        return [
+            f"  signed webhook    POST {gateway_url}/channels/{self.name}",
+            '  try it            .venv/bin/switchboard send "hello"',
+        ]
+
+    def sample_request(self, text: str, user: str) -> tuple[dict[str, str], bytes]:
+        body = json.dumps(
+            {"type": "message", "user": {"id": user}, "conversation": {"id": user}, "text": text}
+        ).encode()
+        headers = signed_headers(self._key, f"cli_{uuid.uuid4().hex}", int(time.time()), body)
+        headers["content-type"] = "application/json"
+        return headers, body
+
+    def dev_receiver(self) -> tuple[int, web.Application] | None:
+        """A local ``callback_url`` gets a receiver that verifies and prints reply metadata
+        (never the text); any other URL is somebody's real server."""
+        parts = urlsplit(self.settings.callback_url or "")
+        if parts.scheme != "http" or parts.hostname != "127.0.0.1" or parts.port is None:
+            return None
+
+        async def hook(request: web.Request) -> web.Response:
+            body = await request.read()
+            try:
+                verify(self._key, request.headers, body, time.time())
+            except SignatureError:
+                return web.Response(status=401)
+            webhook_id = request.headers["webhook-id"]
+            print(f"  reply received  webhook-id={webhook_id}  ({len(body)} bytes)")
+            return web.Response(status=204)
+
+        app = web.Application()
+        app.router.add_post(parts.path or "/", hook)
+        return parts.port, app

@@ -20,9 +20,11 @@ from pathlib import Path
 
 from aiohttp import ClientSession, ClientTimeout, web
 
-from channels.standard_webhooks import SignatureError, secret_bytes, verify
+from channels.base import DescribesItself, RunsDevReceiver, SignsSamples
+from channels.catalog import load_settings
+from channels.registry import ChannelRegistry, build_registry
 from hosting import search_attributes
-from hosting.settings import ConfigError, Settings, load_settings
+from hosting.settings import ConfigError, Settings
 
 DATA = Path(".data")
 DEV_CONFIG = DATA / "switchboard.toml"
@@ -114,32 +116,19 @@ def temporal_binary() -> str:
     return found
 
 
-async def demo_receiver(settings: Settings) -> web.AppRunner | None:
-    """Receives the webhook channel's replies and prints metadata (never the text)."""
-    section = settings.channels.webhook
-    if section is None or not section.callback_url:
-        return None
-    url = section.callback_url
-    if not url.startswith("http://127.0.0.1:"):
-        return None
-    port = int(url.split(":")[2].split("/")[0])
-    key = secret_bytes(section.secret.get_secret_value())
-
-    async def hook(request: web.Request) -> web.Response:
-        body = await request.read()
-        try:
-            verify(key, request.headers, body, time.time())
-        except SignatureError:
-            return web.Response(status=401)
-        print(f"  reply received  webhook-id={request.headers['webhook-id']}  ({len(body)} bytes)")
-        return web.Response(status=204)
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner
+async def dev_receivers(registry: ChannelRegistry) -> list[web.AppRunner]:
+    """Local stand-ins for "your server", from every channel that offers one."""
+    runners: list[web.AppRunner] = []
+    for channel in registry:
+        offered = channel.dev_receiver() if isinstance(channel, RunsDevReceiver) else None
+        if offered is None:
+            continue
+        port, app = offered
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        runners.append(runner)
+    return runners
 
 
 async def run_dev() -> int:
@@ -147,6 +136,7 @@ async def run_dev() -> int:
     try:
         settings = load_settings(str(path))
         settings.require_keys()
+        registry = build_registry(settings)
     except ConfigError as exc:
         print(f"switchboard dev: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -154,7 +144,7 @@ async def run_dev() -> int:
     DATA.mkdir(exist_ok=True)
     env = {**os.environ, "SWITCHBOARD_CONFIG": str(path.resolve())}
     procs: list[tuple[str, asyncio.subprocess.Process]] = []
-    receiver: web.AppRunner | None = None
+    receivers: list[web.AppRunner] = []
 
     async def spawn(name: str, *argv: str) -> asyncio.subprocess.Process:
         # Own session: Ctrl-C reaches only this supervisor, which stops children in order.
@@ -192,8 +182,8 @@ async def run_dev() -> int:
         worker = await spawn("worker", sys.executable, "worker.py")
         gateway = await spawn("gateway", sys.executable, "gateway.py")
         await _wait_port(settings.gateway.host, settings.gateway.port, "the gateway", gateway)
-        receiver = await demo_receiver(settings)
-        _print_banner(settings, path)
+        receivers = await dev_receivers(registry)
+        _print_banner(settings, registry, path)
         waiters = [asyncio.ensure_future(p.wait()) for _, p in procs]
         stopper = asyncio.ensure_future(stop.wait())
         done, _ = await asyncio.wait([stopper, *waiters], return_when=asyncio.FIRST_COMPLETED)
@@ -208,7 +198,7 @@ async def run_dev() -> int:
         return 1
     finally:
         print("switchboard dev: stopping ...")
-        if receiver is not None:
+        for receiver in receivers:
             await receiver.cleanup()
         for _name, proc in reversed(procs):
             if proc.returncode is None:
@@ -220,7 +210,7 @@ async def run_dev() -> int:
         print("switchboard dev: stopped; data kept in .data/")
 
 
-def _print_banner(settings: Settings, path: Path) -> None:
+def _print_banner(settings: Settings, registry: ChannelRegistry, path: Path) -> None:
     gw = settings.gateway.public_url.rstrip("/")
     ui = settings.temporal.ui_url or f"http://127.0.0.1:{UI_PORT}"
     lines = [
@@ -232,41 +222,27 @@ def _print_banner(settings: Settings, path: Path) -> None:
         f"  Temporal Web UI   {ui}",
         f"  worker metrics    http://{settings.worker.metrics_address}/metrics",
     ]
-    if settings.channels.web is not None:
-        lines.insert(2, f"  open the chat     {gw}/")
-    if settings.channels.responses is not None:
-        lines.append(
-            f"  Responses API     {gw}/v1  (bearer keys: [channels.responses.api_keys] in {path})"
-        )
-    if settings.channels.webhook is not None:
-        lines.append(f"  signed webhook    POST {gw}/channels/webhook")
-        lines.append('  try it            .venv/bin/switchboard send "hello"')
+    for channel in registry:
+        if isinstance(channel, DescribesItself):
+            lines += channel.dev_hints(gw)
     lines.append("  stop              Ctrl-C")
     print("\n".join(lines) + "\n", flush=True)
 
 
 async def send_message(settings: Settings, text: str, user: str, wait_s: float) -> int:
-    """Sign and post one webhook message, then wait for the run's reply (a smoke test)."""
+    """Sign and post one message as a channel's platform would, then wait for the run's reply
+    (a smoke test of the whole path)."""
     import json
-    import uuid
 
-    from channels.standard_webhooks import signed_headers
     from hosting.temporal_client import connect
     from workflows.run import AgentRunWorkflow
 
-    section = settings.channels.webhook
-    if section is None:
-        print("switchboard send: channels.webhook is not configured", file=sys.stderr)
+    channel = next((c for c in build_registry(settings) if isinstance(c, SignsSamples)), None)
+    if channel is None:
+        print("switchboard send: no configured channel signs test messages", file=sys.stderr)
         return 2
-    body = json.dumps(
-        {"type": "message", "user": {"id": user}, "conversation": {"id": user}, "text": text}
-    ).encode()
-    msg_id = f"cli_{uuid.uuid4().hex}"
-    headers = signed_headers(
-        secret_bytes(section.secret.get_secret_value()), msg_id, int(time.time()), body
-    )
-    headers["content-type"] = "application/json"
-    url = settings.gateway.public_url.rstrip("/") + "/channels/webhook"
+    headers, body = channel.sample_request(text, user)
+    url = f"{settings.gateway.public_url.rstrip('/')}/channels/{channel.name}"
     async with (
         ClientSession(timeout=ClientTimeout(total=10)) as http,
         http.post(url, data=body, headers=headers) as resp,

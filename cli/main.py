@@ -13,7 +13,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from hosting.settings import ConfigError, Settings, load_settings
+from channels.catalog import load_settings
+from hosting.settings import ConfigError, Settings
 
 
 def _settings(require_keys: bool = True) -> Settings:
@@ -224,26 +225,43 @@ def cmd_purge(args: argparse.Namespace) -> int:
     return asyncio.run(_purge(_settings(), args))
 
 
-async def _telegram_set_webhook(settings: Settings, url: str | None) -> int:
+async def _register(settings: Settings, name: str, url: str | None) -> int:
     import aiohttp
 
+    from channels.base import RegistersWithPlatform
     from channels.registry import build_registry
-    from channels.telegram import TelegramChannel
 
-    channel = build_registry(settings).get("telegram")
-    if not isinstance(channel, TelegramChannel):
-        print("switchboard: channels.telegram is not configured", file=sys.stderr)
+    channel = build_registry(settings).get(name)
+    if channel is None:
+        print(f"switchboard: channels.{name} is not configured", file=sys.stderr)
         return 2
-    target = url or settings.gateway.public_url.rstrip("/") + "/channels/telegram"
+    if not isinstance(channel, RegistersWithPlatform):
+        print(f"switchboard: channel {name!r} is not registered through an API", file=sys.stderr)
+        return 2
+    target = url or f"{settings.gateway.public_url.rstrip('/')}/channels/{name}"
     async with aiohttp.ClientSession() as http:
-        answer = await channel.set_webhook(http, target)
-    ok = bool(answer.get("ok"))
-    print(f"setWebhook {target}: {'ok' if ok else answer.get('description', 'failed')}")
+        ok, detail = await channel.register(http, target)
+    print(f"register {name} {target}: {detail}")
     return 0 if ok else 1
 
 
-def cmd_telegram_set_webhook(args: argparse.Namespace) -> int:
-    return asyncio.run(_telegram_set_webhook(_settings(), args.url))
+def cmd_channels_register(args: argparse.Namespace) -> int:
+    return asyncio.run(_register(_settings(), args.channel, args.url))
+
+
+def cmd_channels_package(args: argparse.Namespace) -> int:
+    from channels.base import BuildsAppPackage
+    from channels.registry import build_registry
+
+    settings = _settings()
+    channel = build_registry(settings).get(args.channel)
+    if not isinstance(channel, BuildsAppPackage):
+        print(f"switchboard: channel {args.channel!r} has no app package", file=sys.stderr)
+        return 2
+    out = Path(args.out or f"{args.channel}-app.zip")
+    out.write_bytes(channel.app_package(settings.gateway.public_url.rstrip("/")))
+    print(f"wrote {out} ({out.stat().st_size} bytes): upload it to the platform")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -256,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("check-config", help="validate the configuration").set_defaults(
         fn=cmd_check_config
     )
-    send = sub.add_parser("send", help="send a signed webhook message and wait for the reply")
+    send = sub.add_parser("send", help="send a signed test message and wait for the reply")
     send.add_argument("text")
     send.add_argument("--user", default="cli-user")
     send.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the reply")
@@ -291,13 +309,19 @@ def build_parser() -> argparse.ArgumentParser:
         _add_identity_args(p)
         p.set_defaults(fn=cmd_links)
 
-    telegram = sub.add_parser("telegram", help="Telegram set-up")
-    tg_sub = telegram.add_subparsers(dest="telegram_command", required=True)
-    hook = tg_sub.add_parser(
-        "set-webhook", help="register the gateway's URL and secret with the Bot API"
+    channels = sub.add_parser("channels", help="channel set-up")
+    ch_sub = channels.add_subparsers(dest="channels_command", required=True)
+    hook = ch_sub.add_parser(
+        "register",
+        help="tell a platform the gateway's URL and secret through its API (e.g. setWebhook)",
     )
-    hook.add_argument("--url", help="default: gateway.public_url + /channels/telegram")
-    hook.set_defaults(fn=cmd_telegram_set_webhook)
+    hook.add_argument("channel", help="the channel's name, as in [channels.<name>]")
+    hook.add_argument("--url", help="default: gateway.public_url + /channels/<name>")
+    hook.set_defaults(fn=cmd_channels_register)
+    package = ch_sub.add_parser("package", help="write the app package a platform installs from")
+    package.add_argument("channel", help="the channel's name, as in [channels.<name>]")
+    package.add_argument("--out", help="default: <name>-app.zip")
+    package.set_defaults(fn=cmd_channels_package)
 
     purge = sub.add_parser("purge", help="delete everything of one account (session and runs)")
     _add_identity_args(purge)

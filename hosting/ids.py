@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from dataclasses import dataclass
 from typing import Literal
 
 MAX_COMPONENT = 200
@@ -27,6 +28,26 @@ def check_component(value: str, what: str) -> str:
     if _BAD.search(value) or ".." in value:
         raise InvalidKey(f"{what} contains a forbidden character")
     return value
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asks, as a pull channel authenticated them: a user of one channel.
+
+    ``key`` (``channel:user``) is the form that is signed into continuation tokens and stored in
+    submissions; it is built and split only here."""
+
+    channel: str
+    user_id: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.channel}:{self.user_id}"
+
+    @classmethod
+    def parse(cls, key: str) -> Caller:
+        channel, _, user_id = key.partition(":")
+        return cls(channel=channel, user_id=user_id)
 
 
 Scope = Literal["per_user", "per_user_per_conversation", "per_conversation"]

@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 PAYLOAD_VERSION = 1
 
@@ -84,14 +84,19 @@ class Turn(Frozen):
 
 
 class DeliveryPolicy(Frozen):
-    """Retry schedule and age limit of one run's deliveries, fixed when the run starts."""
+    """Retry schedule and age limit of one run's deliveries, fixed when the run starts.
 
-    initial_interval_s: float = 1.0
-    backoff: float = 2.0
-    max_interval_s: float = 60.0
-    max_attempts: int = 10
-    max_age_s: float = 3600.0
-    timeout_s: float = 30.0
+    ``[delivery]`` in the configuration extends this model, so the two cannot drift."""
+
+    initial_interval_s: float = Field(default=1.0, gt=0)
+    backoff: float = Field(default=2.0, ge=1.0)
+    max_interval_s: float = Field(default=60.0, gt=0)
+    max_attempts: int = Field(default=10, ge=1, le=1000)
+    max_age_s: float = Field(default=3600.0, gt=0)
+    timeout_s: float = Field(default=30.0, gt=0)
+
+
+Multitask = Literal["enqueue", "reject", "interrupt"]
 
 
 class ResponseTarget(Frozen):
@@ -115,7 +120,7 @@ class RunOptions(Frozen):
     max_duration_s: float = 3600.0
     continuation_s: float = 86400.0
     transcript_turns: int = 20
-    multitask: Literal["enqueue", "reject", "interrupt"] = "enqueue"
+    multitask: Multitask = "enqueue"
     deliver_to_origin: bool = True
     linking: LinkingPolicy = Field(default_factory=lambda: LinkingPolicy())
     target: ResponseTarget = Field(default_factory=ResponseTarget)
@@ -252,10 +257,18 @@ class Identity(Frozen):
 
 
 class LinkingPolicy(Frozen):
+    """How accounts are linked; ``[linking]`` in the configuration is this model."""
+
     enabled: bool = True
-    code_ttl_s: float = 600.0
-    max_attempts: int = 5
-    direct_only: bool = True
+    code_ttl_s: float = Field(default=600.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1)
+    # Histories recorded before the field took its setting's name carry ``direct_only``.
+    require_approval: bool = Field(
+        default=True,
+        validation_alias=AliasChoices("require_approval", "direct_only"),
+        description="hand out link codes only in a direct message, where the account's owner "
+        "approves the link; a /link in a group is answered with a pointer to the DM",
+    )
 
 
 class LinkCode(Frozen):

@@ -11,7 +11,7 @@ import binascii
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -28,6 +28,10 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from hosting.ids import Scope
+from hosting.models import DeliveryPolicy, LinkingPolicy, Multitask
+from hosting.targets import parse_target
 
 DEFAULT_CONFIG_PATH = "./switchboard.toml"
 
@@ -82,7 +86,7 @@ class GatewaySettings(_Section):
     )
 
 
-def _decode_b64(value: str, what: str) -> bytes:
+def decode_b64(value: str, what: str) -> bytes:
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError) as exc:
@@ -119,7 +123,7 @@ class SecuritySettings(_Section):
     @classmethod
     def _signing_key_is_base64(cls, value: SecretStr) -> SecretStr:
         raw = value.get_secret_value()
-        if raw and len(_decode_b64(raw, "signing_key")) < 32:
+        if raw and len(decode_b64(raw, "signing_key")) < 32:
             raise ValueError("signing_key must decode to at least 32 bytes")
         return value
 
@@ -147,7 +151,7 @@ def parse_codec_key(entry: str) -> tuple[str, bytes]:
     key_id, sep, b64 = entry.partition(":")
     if not sep or not key_id or not key_id.replace("-", "").replace("_", "").isalnum():
         raise ValueError("codec key must look like 'key-id:base64-32-bytes'")
-    key = _decode_b64(b64, f"codec key {key_id!r}")
+    key = decode_b64(b64, f"codec key {key_id!r}")
     if len(key) != 32:
         raise ValueError(f"codec key {key_id!r} must decode to exactly 32 bytes")
     return key_id, key
@@ -169,15 +173,12 @@ class AgentSettings(_Section):
     transcript_turns: int = Field(default=20, ge=0, le=500)
 
 
-class DeliverySettings(_Section):
+class DeliverySettings(DeliveryPolicy):
+    """``[delivery]``: the retry policy every run carries (declared once, in the payload model)
+    plus the deployment-wide limits that never travel with a run."""
+
     allow_non_originating: bool = False
     max_fanout: int = Field(default=8, ge=1, le=64)
-    max_age_s: float = Field(default=3600.0, gt=0)
-    initial_interval_s: float = Field(default=1.0, gt=0)
-    backoff: float = Field(default=2.0, ge=1.0)
-    max_interval_s: float = Field(default=60.0, gt=0)
-    max_attempts: int = Field(default=10, ge=1, le=1000)
-    timeout_s: float = Field(default=30.0, gt=0)
 
 
 class RunSettings(_Section):
@@ -186,31 +187,22 @@ class RunSettings(_Section):
     )
 
 
-class LinkingSettings(_Section):
-    enabled: bool = True
-    code_ttl_s: float = Field(default=600.0, gt=0)
-    max_attempts: int = Field(default=5, ge=1)
-    require_approval: bool = True
+class LinkingSettings(LinkingPolicy):
+    """``[linking]``: exactly the policy every run carries."""
 
 
 class AuthorizationSettings(_Section):
     default: Literal["allow", "deny"] = "allow"
 
 
-ConversationScope = Literal["per_user", "per_user_per_conversation", "per_conversation"]
-Multitask = Literal["enqueue", "reject", "interrupt"]
-
-
 class ChannelSettings(_Section):
-    """Options every channel has besides its credentials."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Options every channel has besides its credentials; each adapter's module extends it."""
 
     enabled: bool = True
     response_target: str = "originating"
     echo_input: bool = False
     accept_in_group: Literal["mention_only", "all", "commands_only"] = "mention_only"
-    conversation_scope: ConversationScope | None = None
+    conversation_scope: Scope | None = None
     multitask: Multitask = "enqueue"
     allow_native_ids: list[str] = Field(default_factory=list)
     allow_claims: dict[str, list[str]] = Field(default_factory=dict)
@@ -219,59 +211,13 @@ class ChannelSettings(_Section):
     @field_validator("response_target")
     @classmethod
     def _known_target(cls, value: str) -> str:
-        from hosting.targets import parse_target
-
         parse_target(value)
         return value
 
 
-class WebhookChannelSettings(ChannelSettings):
-    secret: SecretStr = SecretStr("")
-    callback_url: str | None = None
-
-    @field_validator("secret")
-    @classmethod
-    def _whsec(cls, value: SecretStr) -> SecretStr:
-        raw = value.get_secret_value()
-        if raw:
-            body = raw.removeprefix("whsec_")
-            if len(_decode_b64(body, "secret")) < 16:
-                raise ValueError("secret must be whsec_ followed by base64 of at least 16 bytes")
-        return value
-
-
-class LoopbackChannelSettings(ChannelSettings):
-    """In-memory channel for tests; never enable it on a public gateway."""
-
-
-class TelegramChannelSettings(ChannelSettings):
-    bot_token: SecretStr = SecretStr("")
-    secret_token: SecretStr = SecretStr("")
-    bot_username: str = ""
-    api_base_url: str = "https://api.telegram.org"
-
-
-class SlackChannelSettings(ChannelSettings):
-    signing_secret: SecretStr = SecretStr("")
-    bot_token: SecretStr = SecretStr("")
-    api_base_url: str = "https://slack.com/api"
-
-
-class ResponsesChannelSettings(ChannelSettings):
-    api_keys: dict[str, SecretStr] = Field(default_factory=dict)
-
-
-class WebChannelSettings(ChannelSettings):
-    pass
-
-
 class ChannelsSettings(_Section):
-    loopback: LoopbackChannelSettings | None = None
-    webhook: WebhookChannelSettings | None = None
-    telegram: TelegramChannelSettings | None = None
-    slack: SlackChannelSettings | None = None
-    responses: ResponsesChannelSettings | None = None
-    web: WebChannelSettings | None = None
+    """The ``[channels.*]`` sections. The core knows no platform: a deployment's channel
+    catalogue (``channels/catalog.py``) subclasses this with one optional field per adapter."""
 
     def configured(self) -> dict[str, ChannelSettings]:
         out: dict[str, ChannelSettings] = {}
@@ -312,16 +258,14 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        path = _CONFIG_PATH_OVERRIDE or os.environ.get("SWITCHBOARD_CONFIG", DEFAULT_CONFIG_PATH)
+        # Explicit values win over the environment, which wins over the file (if one is named).
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if Path(path).is_file():
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        if settings_cls.model_config.get("toml_file"):
+            sources.append(TomlConfigSettingsSource(settings_cls))
         return tuple(sources)
 
     @model_validator(mode="after")
     def _non_originating_needs_consent(self) -> Settings:
-        from hosting.targets import parse_target
-
         for name, channel in self.channels.configured().items():
             if (
                 parse_target(channel.response_target).non_originating
@@ -341,7 +285,7 @@ class Settings(BaseSettings):
             raise ConfigError("security.codec_keys: missing (list of 'key-id:base64-32-bytes')")
 
 
-_CONFIG_PATH_OVERRIDE: str | None = None
+AnySettings = TypeVar("AnySettings", bound=Settings)
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -352,34 +296,39 @@ def _first_error(exc: ValidationError) -> str:
     return f"{loc}: {msg}{more}"
 
 
-def load_settings(path: str | None = None, **overrides: Any) -> Settings:
-    """Read the TOML file and the environment; raise :class:`ConfigError` naming the bad key."""
-    global _CONFIG_PATH_OVERRIDE
+def _build(model: type[AnySettings], values: dict[str, Any]) -> AnySettings:
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        raise ConfigError(_first_error(exc)) from None
+
+
+def load_settings(
+    path: str | None = None, *, model: type[AnySettings], **overrides: Any
+) -> AnySettings:
+    """Read the TOML file and the environment; raise :class:`ConfigError` naming the bad key.
+
+    ``model`` is the deployment's settings class (the channel catalogue's, which knows the
+    ``[channels.*]`` sections); the core's own knows none."""
     chosen = path or os.environ.get("SWITCHBOARD_CONFIG", DEFAULT_CONFIG_PATH)
     explicit = path is not None or "SWITCHBOARD_CONFIG" in os.environ
     if explicit and not Path(chosen).is_file():
         raise ConfigError(f"config file {chosen!r} does not exist (SWITCHBOARD_CONFIG)")
-    if Path(chosen).is_file():
-        try:
-            tomllib.loads(Path(chosen).read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {chosen!r} is not valid TOML: {exc}") from None
-    _CONFIG_PATH_OVERRIDE = chosen
+    if not Path(chosen).is_file():
+        return _build(model, overrides)
     try:
-        return Settings(**overrides)
-    except ValidationError as exc:
-        raise ConfigError(_first_error(exc)) from None
-    finally:
-        _CONFIG_PATH_OVERRIDE = None
+        tomllib.loads(Path(chosen).read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {chosen!r} is not valid TOML: {exc}") from None
+    # A subclass that names the file: the path travels with the class, not through a global.
+    from_file = type(
+        model.__name__,
+        (model,),
+        {"model_config": SettingsConfigDict(toml_file=chosen), "__module__": model.__module__},
+    )
+    return _build(from_file, overrides)
 
 
-def settings_from_dict(values: dict[str, Any]) -> Settings:
+def settings_from_dict(values: dict[str, Any], *, model: type[AnySettings]) -> AnySettings:
     """Build settings from a plain mapping (tests, embedding); no file is read."""
-    global _CONFIG_PATH_OVERRIDE
-    _CONFIG_PATH_OVERRIDE = os.devnull + ".none"
-    try:
-        return Settings(**values)
-    except ValidationError as exc:
-        raise ConfigError(_first_error(exc)) from None
-    finally:
-        _CONFIG_PATH_OVERRIDE = None
+    return _build(model, values)

@@ -23,6 +23,20 @@ def error(status: int, reason: str, **headers: str) -> web.Response:
     return web.json_response({"error": reason}, status=status, headers=headers)
 
 
+def openai_error(
+    status: int, message: str, code: str, kind: str = "invalid_request_error"
+) -> web.Response:
+    """The OpenAI error body (``/v1/*``), which SDKs turn into typed exceptions."""
+    return web.json_response(
+        {"error": {"message": message, "type": kind, "param": None, "code": code}}, status=status
+    )
+
+
+def token_not_found() -> web.Response:
+    # One answer for forged, expired, unknown and other callers' tokens.
+    return openai_error(404, "No response found with that id.", "not_found")
+
+
 def unavailable() -> web.Response:
     return error(503, "temporarily unavailable, retry later", **{"Retry-After": "5"})
 

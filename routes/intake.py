@@ -44,15 +44,10 @@ from workflows.session import SessionWorkflow
 
 
 def run_options(settings: Settings, channel: ChannelSettings) -> RunOptions:
-    d = settings.delivery
+    """The per-run options: each policy model is the payload half of its settings section."""
     return RunOptions(
-        delivery=DeliveryPolicy(
-            initial_interval_s=d.initial_interval_s,
-            backoff=d.backoff,
-            max_interval_s=d.max_interval_s,
-            max_attempts=d.max_attempts,
-            max_age_s=d.max_age_s,
-            timeout_s=d.timeout_s,
+        delivery=DeliveryPolicy.model_validate(
+            settings.delivery.model_dump(include=set(DeliveryPolicy.model_fields))
         ),
         echo_input=channel.echo_input,
         agent_timeout_s=settings.agent.timeout_s,
@@ -63,12 +58,7 @@ def run_options(settings: Settings, channel: ChannelSettings) -> RunOptions:
         multitask=channel.multitask,
         target=parse_target(channel.response_target),
         max_fanout=settings.delivery.max_fanout,
-        linking=LinkingPolicy(
-            enabled=settings.linking.enabled,
-            code_ttl_s=settings.linking.code_ttl_s,
-            max_attempts=settings.linking.max_attempts,
-            direct_only=settings.linking.require_approval,
-        ),
+        linking=LinkingPolicy.model_validate(settings.linking.model_dump()),
     )
 
 

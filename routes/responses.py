@@ -1,4 +1,4 @@
-"""``/v1/responses`` (OpenAI-Responses-compatible) and the channel-neutral ``/v1/runs/{token}``.
+"""``/v1/responses``: the OpenAI-Responses-compatible surface of the responses channel.
 
 A create without ``previous_response_id`` is a one-off run (one new workflow execution); with
 one, it joins that conversation's session, so turns keep their order, share a transcript, and
@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -18,32 +17,18 @@ from pydantic import ValidationError
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
+from channels.base import Channel
 from channels.inbound_body import BodyError
 from channels.responses import CreateResponse, ResponsesChannel
-from channels.web import WebChannel
-from hosting.ids import InvalidKey, isolation_key, session_workflow_id
+from hosting.ids import Caller, InvalidKey
 from hosting.models import RunStatus, RunView, Turn
 from hosting.policy import Decision, decide
-from hosting.settings import Settings
-from hosting.tokens import TokenClaims, issue, verify
+from hosting.settings import ConfigError, Settings
+from hosting.tokens import TokenClaims, issue
+from routes.errors import openai_error, token_not_found
 from routes.intake import build_submission, start_run, submit
-from routes.runs import cancel_run, fetch_view, pending_runs, session_of, wait_for_view
-
-MAX_WAIT_S = 60.0
-
-
-def openai_error(
-    status: int, message: str, code: str, kind: str = "invalid_request_error"
-) -> web.Response:
-    """The OpenAI error body, which SDKs turn into typed exceptions."""
-    return web.json_response(
-        {"error": {"message": message, "type": kind, "param": None, "code": code}}, status=status
-    )
-
-
-def not_found() -> web.Response:
-    # One answer for forged, expired, unknown and other callers' tokens.
-    return openai_error(404, "No response found with that id.", "not_found")
+from routes.keys import CLIENT
+from routes.runs import RunAccess, fetch_view, wait_for_view
 
 
 def response_object(
@@ -104,67 +89,27 @@ class ResponsesApi:
     def __init__(
         self,
         settings: Settings,
-        channel: ResponsesChannel | None,
-        web_channel: WebChannel | None,
+        channel: ResponsesChannel,
+        access: RunAccess,
         client_key: web.AppKey[Client],
     ) -> None:
         self._settings = settings
         self._channel = channel
-        self._web = web_channel
+        self._access = access
         self._client_key = client_key
         self._key = settings.security.signing_key_bytes()
         self._tenant = settings.gateway.tenant
 
-    # -- helpers ---------------------------------------------------------------------------
-
-    def _api_caller(self, request: web.Request) -> str | None:
-        return self._channel.caller(request.headers) if self._channel else None
-
-    def _caller(self, request: web.Request, *, for_write: bool = False) -> str | None:
-        """API callers by bearer key, browsers by their signed cookie. A browser's write also
-        needs its CSRF token and a same-origin Origin, like every other cookie route."""
-        caller = self._api_caller(request)
-        if caller is None and self._web is not None:
-            if for_write:
-                browser_id = self._web.browser_from(request.cookies, request.headers)
-            else:
-                browser_id = self._web.identity.browser_id(request.cookies)
-            caller = f"{self._web.name}:{browser_id}" if browser_id else None
-        return caller
-
-    def _admitted(self, caller: str) -> bool:
+    def _admitted(self, caller: Caller) -> bool:
         """The channel's authorization policy, exactly as ``POST /channels/responses`` applies
         it: every door that starts a run asks the same question."""
-        assert self._channel is not None
-        user_id = caller.split(":", 1)[1]
         default = self._settings.authorization.default
-        return decide(self._channel.settings, default, user_id, {}) is Decision.ALLOWED
-
-    def _claims(self, token: str, caller: str) -> TokenClaims | None:
-        return verify(self._key, token, tenant=self._tenant, caller=caller, now=time.time())
-
-    async def _token_view(self, client: Client, claims: TokenClaims) -> RunView | None:
-        """The run's view; for a run still waiting in its session's queue, a ``queued`` view."""
-        view = await fetch_view(client, claims.run_id)
-        session_id = self._session_of(claims)
-        if view is not None or session_id is None:
-            return view
-        waiting = await pending_runs(client, session_id)
-        if waiting is None or claims.run_id not in waiting:
-            return None
-        now = datetime.now(UTC)
-        return RunView(
-            run_id=claims.run_id,
-            status=RunStatus.QUEUED,
-            channel=claims.caller.split(":", 1)[0],
-            created_at=now,
-            updated_at=now,
-        )
+        return decide(self._channel.settings, default, caller.user_id, {}) is Decision.ALLOWED
 
     # -- /v1/responses ---------------------------------------------------------------------
 
     async def create(self, request: web.Request) -> web.Response:
-        caller = self._api_caller(request)
+        caller = self._channel.caller(request.headers)
         if caller is None:
             return openai_error(401, "Incorrect API key provided.", "invalid_api_key")
         if not self._admitted(caller):
@@ -185,7 +130,7 @@ class ResponsesApi:
         seed: list[Turn] = []
         client = request.app[self._client_key]
         if body.previous_response_id:
-            previous = self._claims(body.previous_response_id, caller)
+            previous = self._access.claims(body.previous_response_id, caller)
             if previous is None:
                 return openai_error(
                     404, "previous_response_id not found.", "previous_response_not_found"
@@ -202,7 +147,6 @@ class ResponsesApi:
                     Turn(role="assistant", text=before.output_text),
                 ]
         try:
-            assert self._channel is not None
             chat, history = self._channel.build_request(
                 tenant=self._tenant,
                 caller=caller,
@@ -220,7 +164,7 @@ class ResponsesApi:
         if body.previous_response_id:
             labels["previous_response_id"] = body.previous_response_id
         submission = build_submission(
-            self._settings, self._channel, chat, caller=caller, deliver_to_origin=False
+            self._settings, self._channel, chat, caller=caller.key, deliver_to_origin=False
         ).model_copy(update={"labels": labels})
         try:
             if conversation is None:
@@ -257,7 +201,7 @@ class ResponsesApi:
             TokenClaims(
                 run_id=run_id,
                 tenant=self._tenant,
-                caller=caller,
+                caller=caller.key,
                 expires_at=int(created + self._settings.runs.continuation_s),
                 conversation=chat.conversation_id,
             ),
@@ -275,121 +219,38 @@ class ResponsesApi:
 
     def _response_claims(self, request: web.Request) -> TokenClaims | web.Response:
         """The ``{id}`` token's claims for this API caller, or the answer instead (401 or 404)."""
-        caller = self._api_caller(request)
+        caller = self._channel.caller(request.headers)
         if caller is None:
             return openai_error(401, "Incorrect API key provided.", "invalid_api_key")
-        claims = self._claims(request.match_info["id"], caller)
-        return not_found() if claims is None else claims
+        claims = self._access.claims(request.match_info["id"], caller)
+        return token_not_found() if claims is None else claims
 
     async def retrieve(self, request: web.Request) -> web.Response:
         claims = self._response_claims(request)
         if isinstance(claims, web.Response):
             return claims
-        view = await self._token_view(request.app[self._client_key], claims)
+        view = await self._access.view(request.app[self._client_key], claims)
         if view is None:
-            return not_found()
+            return token_not_found()
         return web.json_response(response_object(request.match_info["id"], view, 0, view.labels))
 
     async def cancel(self, request: web.Request) -> web.Response:
         claims = self._response_claims(request)
         if isinstance(claims, web.Response):
             return claims
-        client = request.app[self._client_key]
-        view = await self._cancel(client, claims)
+        view = await self._access.cancel(request.app[self._client_key], claims)
         if view is None:
-            return not_found()
+            return token_not_found()
         return web.json_response(response_object(request.match_info["id"], view, 0, view.labels))
 
-    def _session_of(self, claims: TokenClaims) -> str | None:
-        """The session a token's run waits in, for runs that have a conversation."""
-        kind, _, who = claims.caller.partition(":")
-        if self._web is not None and kind == self._web.name:
-            # The browser's own session, under the scope the web channel is configured with.
-            return session_of(self._tenant, self._web, who, who)
-        if claims.conversation:
-            key = isolation_key("per_conversation", kind, who, claims.conversation)
-            return session_workflow_id(self._tenant, key)
-        return None
-
-    async def _cancel(self, client: Client, claims: TokenClaims) -> RunView | None:
-        view = await fetch_view(client, claims.run_id)
-        if view is not None and view.status.finished:
-            return view
-        if not await cancel_run(client, claims.run_id, self._session_of(claims)):
-            return None
-        # A queued run becomes a run at once, already cancelled; a running one stops.
-        return await wait_for_view(
-            client, claims.run_id, lambda v: v is not None and v.status.finished, 10.0
-        )
-
-    # -- /v1/runs/{token} ------------------------------------------------------------------
-
-    def _run_json(self, token: str, view: RunView) -> dict[str, Any]:
-        return {
-            "id": token,
-            "object": "run",
-            "run_id": view.run_id,
-            "status": view.status.value,
-            "channel": view.channel,
-            "output_text": view.output_text,
-            "error": view.error,
-            "created_at": view.created_at.isoformat(),
-            "updated_at": view.updated_at.isoformat(),
-            "deliveries": [
-                {
-                    "destination": d.destination,
-                    "state": d.state.value,
-                    "attempts": d.attempts,
-                    "reason": d.reason,
-                    "updated_at": d.updated_at.isoformat() if d.updated_at else None,
-                }
-                for d in view.deliveries
-            ],
-        }
-
-    def _run_claims(
-        self, request: web.Request, *, for_write: bool = False
-    ) -> TokenClaims | web.Response:
-        """The token's claims for this caller, or the answer to give instead (401 or 404)."""
-        caller = self._caller(request, for_write=for_write)
-        if caller is None:
-            return openai_error(401, "Authentication required.", "unauthenticated")
-        claims = self._claims(request.match_info["token"], caller)
-        return not_found() if claims is None else claims
-
-    async def run_status(self, request: web.Request) -> web.Response:
-        claims = self._run_claims(request)
-        if isinstance(claims, web.Response):
-            return claims
-        try:
-            wait = min(float(request.query.get("wait", "0")), MAX_WAIT_S)
-        except ValueError:
-            return openai_error(400, "wait must be a number of seconds", "invalid_request")
-        client = request.app[self._client_key]
-        view = await self._token_view(client, claims)
-        if view is None:
-            return not_found()
-        if wait > 0 and not view.status.finished:
-            first = view.status
-            changed = await wait_for_view(
-                client, claims.run_id, lambda v: v is not None and v.status != first, wait
-            )
-            view = changed or view
-        return web.json_response(self._run_json(request.match_info["token"], view))
-
-    async def run_cancel(self, request: web.Request) -> web.Response:
-        claims = self._run_claims(request, for_write=True)
-        if isinstance(claims, web.Response):
-            return claims
-        view = await self._cancel(request.app[self._client_key], claims)
-        if view is None:
-            return not_found()
-        return web.json_response(self._run_json(request.match_info["token"], view))
-
     def add_routes(self, app: web.Application) -> None:
-        if self._channel is not None:
-            app.router.add_post("/v1/responses", self.create)
-            app.router.add_get("/v1/responses/{id}", self.retrieve)
-            app.router.add_post("/v1/responses/{id}/cancel", self.cancel)
-        app.router.add_get("/v1/runs/{token}", self.run_status)
-        app.router.add_post("/v1/runs/{token}/cancel", self.run_cancel)
+        app.router.add_post("/v1/responses", self.create)
+        app.router.add_get("/v1/responses/{id}", self.retrieve)
+        app.router.add_post("/v1/responses/{id}/cancel", self.cancel)
+
+
+def mount(app: web.Application, settings: Settings, channel: Channel, access: RunAccess) -> None:
+    """The ``responses_api`` surface of a channel that declares it."""
+    if not isinstance(channel, ResponsesChannel):
+        raise ConfigError(f"channels.{channel.name}: the Responses API needs a responses channel")
+    ResponsesApi(settings, channel, access, CLIENT).add_routes(app)

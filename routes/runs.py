@@ -1,7 +1,9 @@
 """Reading and cancelling runs from the client side: one view lookup, one queue-aware cancel.
 
 Shared by ``/v1/runs``, ``/v1/responses``, the web chat routes and the operator CLI, so a run is
-found and cancelled the same way whichever door the request came through.
+found and cancelled the same way whichever door the request came through. ``GET /v1/runs/{token}``
+and ``POST /v1/runs/{token}/cancel`` are the channel-neutral doors: any pull channel that
+authenticates its callers (bearer key, signed cookie) can follow its runs there.
 """
 
 from __future__ import annotations
@@ -9,13 +11,20 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
+from aiohttp import web
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from channels.base import Channel
-from hosting.ids import isolation_key, session_workflow_id
-from hosting.models import RunView
+from channels.base import AuthenticatesCallers, Channel
+from channels.registry import ChannelRegistry
+from hosting.ids import Caller, isolation_key, session_workflow_id
+from hosting.models import RunStatus, RunView
+from hosting.settings import Settings
+from hosting.tokens import TokenClaims, verify
+from routes.errors import openai_error, token_not_found
 from workflows.run import AgentRunWorkflow
 from workflows.session import SessionWorkflow
 
@@ -58,8 +67,8 @@ async def wait_for_view(
 def session_of(tenant: str, channel: Channel, user_id: str, conversation_id: str) -> str:
     """The session a direct conversation of ``user_id`` on ``channel`` lives in, following the
     channel's configured scope (the same rule the adapter applies to inbound messages)."""
-    scope = channel.settings.conversation_scope or "per_user"
-    return session_workflow_id(tenant, isolation_key(scope, channel.name, user_id, conversation_id))
+    key = isolation_key(channel.direct_scope(), channel.name, user_id, conversation_id)
+    return session_workflow_id(tenant, key)
 
 
 async def cancel_run(client: Client, run_id: str, session_id: str | None) -> bool:
@@ -79,3 +88,141 @@ async def cancel_run(client: Client, run_id: str, session_id: str | None) -> boo
             return False
         raise
     return True
+
+
+MAX_WAIT_S = 60.0
+
+
+class RunAccess:
+    """Continuation tokens to runs, the same for every door: who asks, whose token it is, the
+    run's view (``queued`` while it waits in its session), and the queue-aware cancel."""
+
+    def __init__(self, settings: Settings, registry: ChannelRegistry) -> None:
+        self._key = settings.security.signing_key_bytes()
+        self._tenant = settings.gateway.tenant
+        self._registry = registry
+
+    def caller(self, request: web.Request, *, for_write: bool = False) -> Caller | None:
+        for channel in self._registry:
+            if isinstance(channel, AuthenticatesCallers):
+                user_id = channel.authenticate(
+                    request.headers, request.cookies, for_write=for_write
+                )
+                if user_id is not None:
+                    return Caller(channel.name, user_id)
+        return None
+
+    def claims(self, token: str, caller: Caller) -> TokenClaims | None:
+        return verify(self._key, token, tenant=self._tenant, caller=caller.key, now=time.time())
+
+    def session_for(self, claims: TokenClaims) -> str | None:
+        """The session a token's run waits in (under its channel's scope), if it has one."""
+        if claims.conversation is None:
+            return None
+        caller = Caller.parse(claims.caller)
+        channel = self._registry.get(caller.channel)
+        if channel is None:
+            return None
+        return session_of(self._tenant, channel, caller.user_id, claims.conversation)
+
+    async def view(self, client: Client, claims: TokenClaims) -> RunView | None:
+        """The run's view; for a run still waiting in its session's queue, a ``queued`` view."""
+        view = await fetch_view(client, claims.run_id)
+        session_id = self.session_for(claims)
+        if view is not None or session_id is None:
+            return view
+        waiting = await pending_runs(client, session_id)
+        if waiting is None or claims.run_id not in waiting:
+            return None
+        now = datetime.now(UTC)
+        return RunView(
+            run_id=claims.run_id,
+            status=RunStatus.QUEUED,
+            channel=Caller.parse(claims.caller).channel,
+            created_at=now,
+            updated_at=now,
+        )
+
+    async def cancel(self, client: Client, claims: TokenClaims) -> RunView | None:
+        view = await fetch_view(client, claims.run_id)
+        if view is not None and view.status.finished:
+            return view
+        if not await cancel_run(client, claims.run_id, self.session_for(claims)):
+            return None
+        # A queued run becomes a run at once, already cancelled; a running one stops.
+        return await wait_for_view(
+            client, claims.run_id, lambda v: v is not None and v.status.finished, 10.0
+        )
+
+
+def run_json(token: str, view: RunView) -> dict[str, Any]:
+    return {
+        "id": token,
+        "object": "run",
+        "run_id": view.run_id,
+        "status": view.status.value,
+        "channel": view.channel,
+        "output_text": view.output_text,
+        "error": view.error,
+        "created_at": view.created_at.isoformat(),
+        "updated_at": view.updated_at.isoformat(),
+        "deliveries": [
+            {
+                "destination": d.destination,
+                "state": d.state.value,
+                "attempts": d.attempts,
+                "reason": d.reason,
+                "updated_at": d.updated_at.isoformat() if d.updated_at else None,
+            }
+            for d in view.deliveries
+        ],
+    }
+
+
+class RunsApi:
+    """``/v1/runs/{token}``: status (with an optional long poll) and cancel."""
+
+    def __init__(self, access: RunAccess, client_key: web.AppKey[Client]) -> None:
+        self._access = access
+        self._client_key = client_key
+
+    def _claims(self, request: web.Request, *, for_write: bool) -> TokenClaims | web.Response:
+        """The token's claims for this caller, or the answer to give instead (401 or 404)."""
+        caller = self._access.caller(request, for_write=for_write)
+        if caller is None:
+            return openai_error(401, "Authentication required.", "unauthenticated")
+        claims = self._access.claims(request.match_info["token"], caller)
+        return token_not_found() if claims is None else claims
+
+    async def status(self, request: web.Request) -> web.Response:
+        claims = self._claims(request, for_write=False)
+        if isinstance(claims, web.Response):
+            return claims
+        try:
+            wait = min(float(request.query.get("wait", "0")), MAX_WAIT_S)
+        except ValueError:
+            return openai_error(400, "wait must be a number of seconds", "invalid_request")
+        client = request.app[self._client_key]
+        view = await self._access.view(client, claims)
+        if view is None:
+            return token_not_found()
+        if wait > 0 and not view.status.finished:
+            first = view.status
+            changed = await wait_for_view(
+                client, claims.run_id, lambda v: v is not None and v.status != first, wait
+            )
+            view = changed or view
+        return web.json_response(run_json(request.match_info["token"], view))
+
+    async def cancel(self, request: web.Request) -> web.Response:
+        claims = self._claims(request, for_write=True)
+        if isinstance(claims, web.Response):
+            return claims
+        view = await self._access.cancel(request.app[self._client_key], claims)
+        if view is None:
+            return token_not_found()
+        return web.json_response(run_json(request.match_info["token"], view))
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/v1/runs/{token}", self.status)
+        app.router.add_post("/v1/runs/{token}/cancel", self.cancel)

@@ -18,11 +18,13 @@ from urllib.parse import quote
 from aiohttp import web
 from temporalio.client import Client
 
+from channels.base import Channel
 from channels.web import COOKIE, WebChannel, message_key
 from hosting.ids import InvalidKey, run_workflow_id
 from hosting.models import RunStatus, RunView
-from hosting.settings import Settings
-from routes.runs import cancel_run, fetch_view, session_of
+from hosting.settings import ConfigError, Settings
+from routes.keys import CLIENT
+from routes.runs import RunAccess, cancel_run, fetch_view, session_of
 
 STREAM_LIMIT_S = 15 * 60
 POLL_S = 0.25
@@ -179,3 +181,10 @@ class WebChat:
         app.router.add_get("/channels/web/runs/{message_id}", self.run_state)
         app.router.add_get("/channels/web/runs/{message_id}/events", self.run_events)
         app.router.add_post("/channels/web/runs/{message_id}/cancel", self.cancel)
+
+
+def mount(app: web.Application, settings: Settings, channel: Channel, access: RunAccess) -> None:
+    """The ``chat_page`` surface of a channel that declares it."""
+    if not isinstance(channel, WebChannel):
+        raise ConfigError(f"channels.{channel.name}: the chat page needs a web channel")
+    WebChat(settings, channel, CLIENT).add_routes(app)

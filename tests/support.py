@@ -17,7 +17,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from temporalio.service import RPCError, RPCStatusCode
 
-from hosting.settings import Settings, settings_from_dict
+from channels.catalog import settings_from_dict
+from hosting.settings import Settings
 
 SIGNING_KEY = base64.b64encode(b"s" * 32).decode()
 CODEC_KEY = "test1:" + base64.b64encode(b"k" * 32).decode()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hosting.settings import load_settings
+from channels.catalog import load_settings
 
 DOCKER = Path(__file__).resolve().parent.parent / "docker"
 

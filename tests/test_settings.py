@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from hosting.settings import ConfigError, load_settings, parse_codec_key
+from channels.catalog import load_settings
+from hosting.settings import ConfigError, parse_codec_key
 
 GOOD_KEY = base64.b64encode(b"a" * 32).decode()
 

@@ -243,7 +243,7 @@ class AgentRunWorkflow:
                 return f"Unlinked {len(inp.linked)} other account(s) from this one."
             return "This account is not linked to any other."
         if command.argument is None:
-            if policy.direct_only and not request.is_direct:
+            if policy.require_approval and not request.is_direct:
                 return "For your security, send /link to me in a direct message."
             code: LinkCode = await workflow.execute_activity_method(
                 LinkActivities.new_link_code,

@@ -1,0 +1,60 @@
+"""The adapters this build ships, and the settings model that knows their sections.
+
+The core (``hosting.settings``) knows no platform; this module names each adapter once, next to
+its ``[channels.<name>]`` section, so adding a platform is one module plus two lines here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import Field
+
+from channels.base import Channel
+from channels.loopback import LoopbackChannel, LoopbackChannelSettings
+from channels.responses import ResponsesChannel, ResponsesChannelSettings
+from channels.slack import SlackChannel, SlackChannelSettings
+from channels.telegram import TelegramChannel, TelegramChannelSettings
+from channels.web import WebChannel, WebChannelSettings
+from channels.webhook import WebhookChannel, WebhookChannelSettings
+from hosting import settings as core
+from hosting.settings import ChannelSettings
+
+
+class ConfiguredChannels(core.ChannelsSettings):
+    """``[channels.*]``: one optional section per adapter; a section that is absent (or has
+    ``enabled = false``) is a channel that does not run."""
+
+    loopback: LoopbackChannelSettings | None = None
+    webhook: WebhookChannelSettings | None = None
+    telegram: TelegramChannelSettings | None = None
+    slack: SlackChannelSettings | None = None
+    responses: ResponsesChannelSettings | None = None
+    web: WebChannelSettings | None = None
+
+
+Factory = Callable[[ChannelSettings, core.Settings], Channel]
+ADAPTERS: dict[str, Factory] = {
+    "loopback": LoopbackChannel.from_config,
+    "webhook": WebhookChannel.from_config,
+    "telegram": TelegramChannel.from_config,
+    "slack": SlackChannel.from_config,
+    "responses": ResponsesChannel.from_config,
+    "web": WebChannel.from_config,
+}
+
+
+class Settings(core.Settings):
+    """The deployment's whole configuration: the core's sections plus the channel sections."""
+
+    channels: ConfiguredChannels = Field(default_factory=ConfiguredChannels)
+
+
+def load_settings(path: str | None = None, **overrides: Any) -> Settings:
+    """:func:`hosting.settings.load_settings` with this build's channel sections."""
+    return core.load_settings(path, model=Settings, **overrides)
+
+
+def settings_from_dict(values: dict[str, Any]) -> Settings:
+    return core.settings_from_dict(values, model=Settings)
