@@ -10,6 +10,7 @@ from temporalio import activity
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
+from hosting.ids import link_workflow_id
 from hosting.models import LinkCode, LinkConfirm, LinkOutcome
 
 # Unambiguous characters (no 0/O, 1/I/L): people copy these codes by hand.
@@ -26,10 +27,6 @@ def code_hash(signing_key: bytes, code: str) -> str:
     return hmac.new(signing_key, b"link:" + normalise(code).encode(), hashlib.sha256).hexdigest()[
         :40
     ]
-
-
-def link_workflow_id(tenant: str, hashed: str) -> str:
-    return f"link/{tenant}/{hashed}"
 
 
 class LinkActivities:

@@ -8,7 +8,13 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 
 from hosting import search_attributes as sa
-from hosting.ids import Scope, identity_hash, isolation_key, session_workflow_id
+from hosting.ids import (
+    Scope,
+    identity_hash,
+    isolation_key,
+    redelivery_workflow_id,
+    session_workflow_id,
+)
 from hosting.models import (
     DeliveryState,
     RedeliveryInput,
@@ -20,10 +26,6 @@ from hosting.settings import Settings
 from workflows.redelivery import RedeliveryWorkflow
 from workflows.run import AgentRunWorkflow
 from workflows.session import SessionWorkflow
-
-
-def redelivery_workflow_id(run_id: str, destination: str) -> str:
-    return f"redelivery/{run_id}/{destination}"
 
 
 async def replay_dead_letters(

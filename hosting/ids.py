@@ -80,6 +80,22 @@ def run_workflow_id(tenant: str, channel: str, message_key: str) -> str:
     )
 
 
+def link_workflow_id(tenant: str, code_hash: str) -> str:
+    """A link challenge is named by its code's keyed hash: the code itself is never an ID."""
+    return f"link/{tenant}/{code_hash}"
+
+
+def redelivery_workflow_id(run_id: str, destination: str) -> str:
+    """One replay per dead-lettered destination of a run: a second replay joins the first."""
+    return f"redelivery/{run_id}/{destination}"
+
+
+def message_id(channel: str, message_key: str) -> str:
+    """One message across redeliveries: the session's dedupe key and the id of its ``submit``
+    update (a redelivered message is the same update, answered from the first result)."""
+    return f"{channel}:{message_key}"
+
+
 def identity_hash(signing_key: bytes, value: str) -> str:
     """Keyed hash of an identity: searchable by operators who know the identity, not reversible."""
     return hmac.new(signing_key, b"identity:" + value.encode(), hashlib.sha256).hexdigest()[:32]

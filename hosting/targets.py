@@ -27,8 +27,15 @@ def parse_target(value: str) -> ResponseTarget:
 
 
 def destination_key(address: ReplyAddress) -> str:
-    """One destination per channel account: replies to the same place are one delivery."""
+    """Where a reply lands (channel, conversation, thread): two addresses with the same key
+    are one delivery, so a fan-out never posts twice to the same place."""
     return f"{address.channel}:{address.conversation_id}:{address.thread_id or ''}"
+
+
+def destination_label(address: ReplyAddress) -> str:
+    """What a run calls a delivery in its view, idempotency keys and dead letters: the channel
+    name, which operators type as ``--destination`` (a run delivers once per channel)."""
+    return address.channel
 
 
 def resolve(

@@ -8,7 +8,7 @@ from aiohttp import web
 from temporalio.client import WorkflowUpdateFailedError
 
 from channels.base import Accepted, Answered, Channel, HttpAnswer, InboundHttp, Refused
-from hosting.ids import InvalidKey
+from hosting.ids import Caller, InvalidKey
 from hosting.logs import get_logger
 from hosting.metrics import ACK_SECONDS, INBOUND
 from hosting.models import ChannelRequest, SubmitResult
@@ -130,7 +130,7 @@ def acknowledge(
             TokenClaims(
                 run_id=result.run_id,
                 tenant=settings.gateway.tenant,
-                caller=f"{channel.name}:{message.user_id}",
+                caller=Caller(channel.name, message.user_id).key,
                 expires_at=int(time.time() + settings.runs.continuation_s),
                 conversation=message.conversation_id,
             ),

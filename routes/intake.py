@@ -23,7 +23,13 @@ from temporalio.common import (
 
 from channels.base import Channel
 from hosting import search_attributes as sa
-from hosting.ids import identity_hash, isolation_key, run_workflow_id, session_workflow_id
+from hosting.ids import (
+    identity_hash,
+    isolation_key,
+    message_id,
+    run_workflow_id,
+    session_workflow_id,
+)
 from hosting.models import (
     ChannelRequest,
     DeliveryPolicy,
@@ -133,7 +139,7 @@ async def submit(
                     SessionWorkflow.submit,
                     inp,
                     start_workflow_operation=start,
-                    id=f"{req.channel}:{req.message_key}",
+                    id=message_id(req.channel, req.message_key),
                     rpc_timeout=timedelta(seconds=update_timeout),
                 ),
                 update_timeout,

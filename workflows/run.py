@@ -22,7 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.linking import LinkActivities
     from activities.names import AGENT_REJECTED
     from hosting import search_attributes as sa
-    from hosting.ids import delivery_key
+    from hosting.ids import delivery_key, link_workflow_id
     from hosting.models import (
         AgentReply,
         AgentRequest,
@@ -40,7 +40,7 @@ with workflow.unsafe.imports_passed_through():
         RunStatus,
         RunView,
     )
-    from hosting.targets import destination_key, resolve
+    from hosting.targets import destination_key, destination_label, resolve
     from workflows import names
     from workflows.commands import Command, parse_command
     from workflows.delivery import PushFailed, push_with_retries
@@ -56,11 +56,6 @@ class _CommandEffects:
     unlink_all: bool = False
 
 
-def destination_name(address: ReplyAddress) -> str:
-    """Stable label of a destination inside one run (used in keys and views)."""
-    return address.channel
-
-
 @workflow.defn
 class AgentRunWorkflow:
     @workflow.init
@@ -72,7 +67,7 @@ class AgentRunWorkflow:
         self._output: str | None = None
         self._error: str | None = None
         self._deliveries: dict[str, DestinationStatus] = {}
-        self._finished = _CommandEffects()
+        self._command_effects = _CommandEffects()
         self._dead: dict[str, list[PushRequest]] = {}
         self._usage: tuple[int | None, int | None] = (None, None)
 
@@ -168,7 +163,7 @@ class AgentRunWorkflow:
     async def _deliver(self, address: ReplyAddress, text: str, echo: str | None = None) -> None:
         """Push one reply (after the user's input, for ``echo_input`` elsewhere) with the run's
         retry schedule; what cannot be delivered is kept as a dead letter for replay."""
-        dest = destination_name(address)
+        dest = destination_label(address)
         self._mark(dest, DeliveryState.PENDING)
         sa_value = DeliveryState.PENDING.value
         workflow.upsert_search_attributes([sa.DELIVERY_STATE.value_set(sa_value)])
@@ -236,10 +231,10 @@ class AgentRunWorkflow:
         linked_here = next((i for i in inp.linked if i.same_account(me)), None)
         if command.name == "unlink":
             if linked_here is not None:
-                self._finished.unlink = linked_here
+                self._command_effects.unlink = linked_here
                 return "This account is no longer linked to your other accounts."
             if inp.linked:
-                self._finished.unlink_all = True
+                self._command_effects.unlink_all = True
                 return f"Unlinked {len(inp.linked)} other account(s) from this one."
             return "This account is not linked to any other."
         if command.argument is None:
@@ -252,7 +247,7 @@ class AgentRunWorkflow:
             await workflow.start_child_workflow(
                 LinkChallengeWorkflow.run,
                 LinkStart(tenant=request.tenant, initiator=me, ttl_s=policy.code_ttl_s),
-                id=f"link/{request.tenant}/{code.code_hash}",
+                id=link_workflow_id(request.tenant, code.code_hash),
                 parent_close_policy=ParentClosePolicy.ABANDON,
             )
             minutes = max(1, round(policy.code_ttl_s / 60))
@@ -271,7 +266,7 @@ class AgentRunWorkflow:
             start_to_close_timeout=timedelta(seconds=30),
         )
         if not outcome.linked or outcome.initiator is None:
-            self._finished.link_failed = True
+            self._command_effects.link_failed = True
             return refused
         return (
             f"Linked with your {outcome.initiator.channel} account: "
@@ -292,9 +287,9 @@ class AgentRunWorkflow:
                 user_text=inp.submit.request.text,
                 reply_text=self._output,
                 command=parse_command(inp.submit.request.text) is not None,
-                link_failed=self._finished.link_failed,
-                unlink=self._finished.unlink,
-                unlink_all=self._finished.unlink_all,
+                link_failed=self._command_effects.link_failed,
+                unlink=self._command_effects.unlink,
+                unlink_all=self._command_effects.unlink_all,
             ),
         )
 

@@ -17,7 +17,7 @@ from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from hosting import search_attributes as sa
-    from hosting.ids import InvalidKey, run_workflow_id
+    from hosting.ids import InvalidKey, message_id, run_workflow_id
     from hosting.models import (
         Identity,
         LinkingPolicy,
@@ -180,7 +180,7 @@ class SessionWorkflow:
     async def _admit(self, item: SubmitInput) -> SubmitResult:
         request = item.request
         run_id = run_workflow_id(request.tenant, request.channel, request.message_key)
-        key = f"{request.channel}:{request.message_key}"
+        key = message_id(request.channel, request.message_key)
         if key in self._recent_set:
             return SubmitResult(run_id=run_id, duplicate=True)
         if self._alias_of is not None:
