@@ -96,6 +96,17 @@ def message_id(channel: str, message_key: str) -> str:
     return f"{channel}:{message_key}"
 
 
+def normalise_link_code(code: str) -> str:
+    """What a person typed, as the code was issued: case and dashes do not matter."""
+    return code.strip().upper().replace("-", "")
+
+
+def link_code_hash(signing_key: bytes, code: str) -> str:
+    """Keyed hash of a link code: workflow ids, state and inputs hold this, never the code."""
+    digest = hmac.new(signing_key, b"link:" + normalise_link_code(code).encode(), hashlib.sha256)
+    return digest.hexdigest()[:40]
+
+
 def identity_hash(signing_key: bytes, value: str) -> str:
     """Keyed hash of an identity: searchable by operators who know the identity, not reversible."""
     return hmac.new(signing_key, b"identity:" + value.encode(), hashlib.sha256).hexdigest()[:32]

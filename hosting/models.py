@@ -134,6 +134,8 @@ class SubmitInput(Versioned):
     options: RunOptions = Field(default_factory=RunOptions)
     caller: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)  # e.g. API model and metadata
+    # For "/link CODE": the code's keyed hash, so no workflow input ever carries a usable code.
+    link_code_hash: str | None = None
 
 
 class SubmitResult(Frozen):
@@ -272,8 +274,12 @@ class LinkingPolicy(Frozen):
 
 
 class LinkCode(Frozen):
-    code: str
+    """A new link code as the workflow sees it: its hash (the challenge's id) and the reply
+    that shows it to the person; the code itself is in no other field."""
+
     code_hash: str
+    reply_text: str | None = None
+    code: str | None = None  # only in histories recorded before the code moved into the reply
 
 
 class LinkStart(Versioned):
@@ -284,8 +290,9 @@ class LinkStart(Versioned):
 
 class LinkConfirm(Versioned):
     tenant: str
-    code: str
     identity: Identity
+    code_hash: str | None = None  # hashed by the gateway from the "/link CODE" it received
+    code: str | None = None  # only in histories recorded before codes were hashed at the door
 
 
 class SessionLinks(Frozen):

@@ -1,9 +1,10 @@
 """The Temporal codec-server protocol, so the Web UI can show decrypted payloads.
 
 ``POST /codec/decode`` and ``/codec/encode`` take and return ``{"payloads": [...]}`` with
-base64 metadata and data. Callers need a bearer token: a ``support`` token sees payloads with
-message content redacted, an ``admin`` token sees everything. CORS answers only the configured
-Web UI origins, echoing the exact origin with credentials allowed, as the UI requires.
+base64 metadata and data. Callers need a bearer token: a ``support`` token sees payloads
+through :mod:`hosting.redaction`'s allowlist (metadata only), an ``admin`` token sees
+everything. CORS answers only the configured Web UI origins, echoing the exact origin with
+credentials allowed, as the UI requires.
 """
 
 from __future__ import annotations
@@ -11,45 +12,31 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Literal
 
 from aiohttp import web
 from google.protobuf.json_format import MessageToDict, ParseDict
 from temporalio.api.common.v1 import Payload
 
 from hosting.codec import AesGcmCodec, CodecKeyError
+from hosting.redaction import for_support
 from hosting.settings import SecuritySettings
 
 Role = Literal["support", "admin"]
-REDACTED = "[redacted]"
-# Fields of our payload models that carry what people wrote or what the agent answered.
-CONTENT_FIELDS = frozenset(
-    {"text", "user_text", "reply_text", "output_text", "transcript", "user_id", "conversation_id",
-     "thread_id", "reply_to_message_id", "claims", "extra"}
-)  # fmt: skip
 ALLOWED_HEADERS = "Content-Type, X-Namespace, Authorization"
-
-
-def redact(value: Any) -> Any:
-    """Replace content-bearing fields anywhere in a decoded JSON value."""
-    if isinstance(value, dict):
-        return {
-            k: (REDACTED if k in CONTENT_FIELDS and v not in (None, [], {}) else redact(v))
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    return value
+OPAQUE = Payload(metadata={"encoding": b"binary/redacted"}, data=b"")
 
 
 def redact_payload(payload: Payload) -> Payload:
+    """The support role's view of one payload: JSON through the allowlist, anything else
+    (binary, unparsable) replaced whole."""
     if payload.metadata.get("encoding") != b"json/plain":
-        return Payload(metadata={"encoding": b"binary/redacted"}, data=b"")
+        return OPAQUE
     try:
         decoded = json.loads(payload.data)
     except ValueError:
-        return Payload(metadata={"encoding": b"binary/redacted"}, data=b"")
-    return Payload(metadata=dict(payload.metadata), data=json.dumps(redact(decoded)).encode())
+        return OPAQUE
+    return Payload(metadata=dict(payload.metadata), data=json.dumps(for_support(decoded)).encode())
 
 
 class EncodeForbidden(Exception):

@@ -26,6 +26,7 @@ from hosting import search_attributes as sa
 from hosting.ids import (
     identity_hash,
     isolation_key,
+    link_code_hash,
     message_id,
     run_workflow_id,
     session_workflow_id,
@@ -44,6 +45,7 @@ from hosting.models import (
 )
 from hosting.settings import ChannelSettings, Settings
 from hosting.targets import parse_target
+from workflows.commands import parse_command
 from workflows.names import SUBMIT_LATER_SIGNAL
 from workflows.run import AgentRunWorkflow
 from workflows.session import SessionWorkflow
@@ -84,12 +86,16 @@ def build_submission(
     options = run_options(settings, channel.settings).model_copy(
         update={"deliver_to_origin": deliver_to_origin}
     )
+    signing_key = settings.security.signing_key_bytes()
+    command = parse_command(request.text)
+    link_code = command.argument if command is not None and command.name == "link" else None
     return SubmitInput(
         request=request,
         isolation_key=key,
-        identity_hash=identity_hash(settings.security.signing_key_bytes(), key),
+        identity_hash=identity_hash(signing_key, key),
         options=options,
         caller=caller,
+        link_code_hash=link_code_hash(signing_key, link_code) if link_code else None,
     )
 
 

@@ -15,6 +15,8 @@ from typing import Any
 import standardwebhooks
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from google.protobuf.message import Message
+from temporalio.api.common.v1 import Payload
 from temporalio.service import RPCError, RPCStatusCode
 
 from channels.catalog import settings_from_dict
@@ -154,3 +156,27 @@ def temporal_bin(name: str) -> str:
     if not path.exists():
         raise RuntimeError(f"{path} is missing: run `make install`")
     return os.fspath(path)
+
+
+def event_payloads(event: Message) -> list[Payload]:
+    """Every payload anywhere in one history event (inputs, results, signals, updates)."""
+    found: list[Payload] = []
+
+    def walk(message: Message) -> None:
+        for descriptor, value in message.ListFields():
+            if descriptor.message_type is None:
+                continue
+            if descriptor.message_type.GetOptions().map_entry:
+                items = list(value.values())
+            elif descriptor.is_repeated:
+                items = list(value)
+            else:
+                items = [value]
+            for item in items:
+                if isinstance(item, Payload):
+                    found.append(item)
+                elif isinstance(item, Message):
+                    walk(item)
+
+    walk(event)
+    return found

@@ -5,15 +5,18 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from temporalio.api.common.v1 import Payload
+from temporalio.client import WorkflowHistory
 
 from gateway import build_app
 from hosting.codec import AesGcmCodec
-from routes.codec import REDACTED
-from tests.support import CODEC_KEY, make_settings
+from hosting.redaction import METADATA, STRUCTURE, redacted
+from routes.codec import redact_payload
+from tests.support import CODEC_KEY, event_payloads, make_settings
 
 ORIGIN = "http://127.0.0.1:8233"
 
@@ -74,11 +77,11 @@ async def test_admin_sees_everything_support_sees_no_content(http: TestClient) -
     )
     assert support.status == 200
     [p] = (await support.json())["payloads"]
-    redacted = json.loads(base64.b64decode(p["data"]))
-    assert redacted == {
+    shown = json.loads(base64.b64decode(p["data"]))
+    assert shown == {
         "run_id": "run/default/webhook/m1",
-        "text": REDACTED,
-        "transcript": REDACTED,
+        "text": redacted("my secret"),
+        "transcript": redacted([{"role": "user", "text": "old"}]),
     }
 
 
@@ -149,3 +152,69 @@ async def test_short_ciphertext_is_a_client_error(http: TestClient) -> None:
         "/codec/decode", json={"payloads": [short]}, headers={"Authorization": "Bearer admin-token"}
     )
     assert resp.status == 400
+
+
+def _side_by_side(before: object, after: object, key: str = "") -> list[tuple[str, object, object]]:
+    """(field, original value, redacted value) for every field of a payload, at any depth."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        return [leaf for k, v in before.items() for leaf in _side_by_side(v, after[k], k)]
+    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        return [
+            leaf for b, a in zip(before, after, strict=True) for leaf in _side_by_side(b, a, key)
+        ]
+    return [(key, before, after)]
+
+
+def _strings(value: object, key: str = "") -> list[tuple[str, str]]:
+    """Every (field, string) leaf of a decoded payload."""
+    if isinstance(value, dict):
+        return [leaf for k, v in value.items() for leaf in _strings(v, k)]
+    if isinstance(value, list):
+        return [leaf for v in value for leaf in _strings(v, key)]
+    return [(key, value)] if isinstance(value, str) else []
+
+
+async def test_support_sees_only_metadata_in_every_recorded_history() -> None:
+    """Every payload of every recorded workflow type, decoded and redacted for support: no
+    content field survives, and what survives is on the allowlist."""
+    histories = Path(__file__).parent / "histories"
+    codec = AesGcmCodec(make_settings("x", "x").security.codec_key_pairs())
+    content = {"text", "input_text", "output_text", "user_text", "reply_text", "transcript",
+               "user_id", "conversation_id", "code", "labels", "claims", "caller"}  # fmt: skip
+    seen_types: set[str] = set()
+    checked = leaked = 0
+    for path in sorted(histories.glob("*.json")):
+        history = WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
+        seen_types.add(
+            history.events[0].workflow_execution_started_event_attributes.workflow_type.name
+        )
+        payloads = [
+            p
+            for e in history.events
+            for p in event_payloads(e)
+            if p.metadata.get("encoding") != b"json/null"
+        ]
+        for plain in await codec.decode(payloads):
+            if plain.metadata.get("encoding") != b"json/plain":
+                continue
+            original = json.loads(plain.data)
+            shown = json.loads(redact_payload(plain).data)
+            for field, before, after in _side_by_side(original, shown):
+                checked += 1
+                if field in content and before not in (None, [], {}):
+                    assert isinstance(after, str) and after.startswith("[redacted: "), (
+                        path.name,
+                        field,
+                    )
+                    leaked += after == before
+            for field, value in _strings(shown):
+                if not value.startswith("[redacted: "):
+                    assert (
+                        field in METADATA
+                        or field in STRUCTURE
+                        or value.startswith(("run/", "session/", "link/", "redelivery/"))
+                    ), (path.name, field)
+    assert seen_types >= {"SessionWorkflow", "AgentRunWorkflow", "LinkChallengeWorkflow",
+                          "RedeliveryWorkflow"}  # fmt: skip
+    assert checked > 100
+    assert leaked == 0

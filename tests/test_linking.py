@@ -8,7 +8,7 @@ import uuid
 
 from hosting.models import RunInput, SessionLinks
 from tests.conftest import Stack
-from tests.support import eventually, webhook_headers, webhook_message
+from tests.support import event_payloads, eventually, webhook_headers, webhook_message
 
 CODE = re.compile(r"\b([A-Z2-9]{4}-[A-Z2-9]{4})\b")
 LOOPBACK_SESSION = "session/default/loopback:ann"
@@ -169,3 +169,42 @@ async def test_operator_revokes_links_and_purges_an_account(stack: Stack) -> Non
         await eventually(gone)
     # The other account's session is untouched.
     assert (await show_links(stack.client, primary)).alias_of is None
+
+
+CONTENT = {"text", "reply_text", "output_text", "user_text", "transcript", "input_text"}
+
+
+def _where(value: object, needle: str, key: str = "") -> list[str]:
+    """The fields (at any depth) whose value contains ``needle``."""
+    if isinstance(value, dict):
+        return [f for k, v in value.items() for f in _where(v, needle, k)]
+    if isinstance(value, list):
+        return [f for v in value for f in _where(v, needle, key)]
+    return [key] if isinstance(value, str) and needle in value else []
+
+
+async def test_a_link_code_is_only_ever_in_reply_text(stack: Stack) -> None:
+    """Anyone who can decode payloads must not find a usable code outside what the person was
+    told (content, which the support role never sees): state and inputs carry its hash."""
+    code = await new_code(stack, "cody")
+    await webhook_say(stack, f"/link {code}", user="cody-w")
+    [reply] = await stack.receiver.wait_for(1)
+    assert str(reply["text"]).startswith("Linked with your loopback account")
+    raw = code.replace("-", "")
+    found: dict[str, list[str]] = {}
+    async for wf in stack.client.list_workflows(
+        f'TaskQueue = "{stack.settings.temporal.task_queue}"'
+    ):
+        history = await stack.client.get_workflow_handle(wf.id).fetch_history()
+        for event in history.events:
+            for payload in event_payloads(event):
+                [plain] = await stack.client.data_converter.payload_codec.decode([payload])  # type: ignore[union-attr]
+                text = plain.data.decode(errors="replace")
+                for needle in (code, raw):
+                    if needle in text:
+                        fields = _where(json.loads(text), needle) if text[:1] in "[{" else ["?"]
+                        found.setdefault(wf.workflow_type, []).extend(fields)
+    assert "LinkChallengeWorkflow" not in found  # the challenge knows only the hash
+    assert found, "the code should at least be in the reply that showed it"
+    for workflow_type, fields in found.items():
+        assert set(fields) <= CONTENT, (workflow_type, fields)

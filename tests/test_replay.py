@@ -23,6 +23,8 @@ from tests.support import eventually, make_settings, webhook_headers, webhook_me
 from worker import WORKFLOWS, workflow_runner
 
 HISTORIES = Path(__file__).parent / "histories"
+# SWITCHBOARD_RECORD_HISTORIES=<tag> records next to the old files under a tag prefix ("1": none).
+RECORD_TAG = os.environ.get("SWITCHBOARD_RECORD_HISTORIES", "1").removeprefix("1")
 
 
 async def each(histories: list[WorkflowHistory]) -> AsyncIterator[WorkflowHistory]:
@@ -64,6 +66,7 @@ async def test_fresh_histories_replay(stack: Stack) -> None:
         HISTORIES.mkdir(exist_ok=True)
         for wid, history in zip(ids, histories, strict=True):
             name = wid.replace("/", "_").replace(":", "_") + ".json"
+            name = f"{RECORD_TAG}_{name}" if RECORD_TAG else name
             (HISTORIES / name).write_text(history.to_json())
 
 
@@ -126,4 +129,5 @@ async def test_every_workflow_type_replays(stack: Stack) -> None:
         for history in histories:
             kind = history.events[0].workflow_execution_started_event_attributes.workflow_type.name
             name = f"{kind}_{history.workflow_id.replace('/', '_').replace(':', '_')}"
+            name = f"{RECORD_TAG}_{name}" if RECORD_TAG else name
             (HISTORIES / f"{name[:120]}.json").write_text(history.to_json())

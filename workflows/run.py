@@ -242,6 +242,7 @@ class AgentRunWorkflow:
                 return "For your security, send /link to me in a direct message."
             code: LinkCode = await workflow.execute_activity_method(
                 LinkActivities.new_link_code,
+                policy.code_ttl_s,
                 start_to_close_timeout=timedelta(seconds=10),
             )
             await workflow.start_child_workflow(
@@ -250,7 +251,9 @@ class AgentRunWorkflow:
                 id=link_workflow_id(request.tenant, code.code_hash),
                 parent_close_policy=ParentClosePolicy.ABANDON,
             )
-            minutes = max(1, round(policy.code_ttl_s / 60))
+            if code.reply_text is not None:
+                return code.reply_text
+            minutes = max(1, round(policy.code_ttl_s / 60))  # histories from before the change
             return (
                 f"Your link code is {code.code}. Within {minutes} minute(s), send "
                 f"/link {code.code} from the other account you want to link to this one."
@@ -262,7 +265,7 @@ class AgentRunWorkflow:
             return refused
         outcome: LinkOutcome = await workflow.execute_activity_method(
             LinkActivities.confirm_link,
-            LinkConfirm(tenant=request.tenant, code=command.argument, identity=me),
+            self._link_confirm(inp, me, command.argument),
             start_to_close_timeout=timedelta(seconds=30),
         )
         if not outcome.linked or outcome.initiator is None:
@@ -272,6 +275,14 @@ class AgentRunWorkflow:
             f"Linked with your {outcome.initiator.channel} account: "
             "your conversations are shared from now on."
         )
+
+    @staticmethod
+    def _link_confirm(inp: RunInput, me: Identity, typed: str) -> LinkConfirm:
+        """The gateway hashed the code; only submissions recorded before it did carry it."""
+        tenant = inp.submit.request.tenant
+        if inp.submit.link_code_hash is not None:
+            return LinkConfirm(tenant=tenant, identity=me, code_hash=inp.submit.link_code_hash)
+        return LinkConfirm(tenant=tenant, identity=me, code=typed)
 
     async def _notify_session(self, inp: RunInput) -> None:
         if inp.session_id is None:
