@@ -28,7 +28,7 @@ from channels.base import (
     json_answer,
 )
 from channels.inbound_body import BodyError, PlatformBody, parse_body
-from hosting.ids import Caller, InvalidKey, check_component
+from hosting.ids import Caller, InvalidKey, check_component, tuple_key
 from hosting.models import ChannelRequest, PushRequest, ReplyAddress, SubmitResult, Turn
 from hosting.settings import ChannelSettings, ConfigError
 
@@ -133,8 +133,9 @@ class ResponsesChannel(BaseChannel):
         caller_name = caller.user_id
         if idempotency_key is not None:
             check_component(idempotency_key, "Idempotency-Key")
-            # Scoped by caller: two callers' keys never collide.
-            message_key = f"{caller_name}.{idempotency_key}"
+            # Scoped by caller: (caller, key) as a tuple, so "acme" + "eu.K" and "acme.eu" + "K"
+            # are different messages.
+            message_key = "idem_" + tuple_key(caller_name, idempotency_key)
         else:
             message_key = uuid.uuid4().hex
         conversation_id = conversation or message_key

@@ -96,6 +96,13 @@ def message_id(channel: str, message_key: str) -> str:
     return f"{channel}:{message_key}"
 
 
+def tuple_key(*parts: str) -> str:
+    """A fixed-size key for a tuple of strings: each part is length-prefixed before hashing,
+    so no choice of parts (separators included) can spell another tuple's key."""
+    framed = b"".join(len(p.encode()).to_bytes(4, "big") + p.encode() for p in parts)
+    return hashlib.sha256(framed).hexdigest()[:40]
+
+
 def normalise_link_code(code: str) -> str:
     """What a person typed, as the code was issued: case and dashes do not matter."""
     return code.strip().upper().replace("-", "")

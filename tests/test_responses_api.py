@@ -270,3 +270,27 @@ async def test_v1_responses_applies_the_channel_policy(stack: Stack) -> None:
     created = await alice.responses.create(model="m", input="hello")
     assert created.status == "completed"
     await alice.close()
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [{"channels": {"responses": {"api_keys": {"acme": "sk-acme-0123456789",
+                                              "acme.eu": "sk-acme-eu-0123456789"}}}}],
+    indirect=True,
+)  # fmt: skip
+async def test_callers_whose_names_and_keys_concatenate_alike_stay_apart(stack: Stack) -> None:
+    """("acme", "eu.K") and ("acme.eu", "K") are two messages of two callers, not one run."""
+    acme = api(stack, "sk-acme-0123456789")
+    acme_eu = api(stack, "sk-acme-eu-0123456789")
+    first = await acme.responses.create(
+        model="m", input="from acme", extra_headers={"Idempotency-Key": "eu.K"}
+    )
+    second = await acme_eu.responses.create(
+        model="m", input="from acme.eu", extra_headers={"Idempotency-Key": "K"}
+    )
+    assert first.output_text == "echo: from acme"
+    assert second.output_text == "echo: from acme.eu"
+    with pytest.raises(openai.NotFoundError):
+        await acme_eu.responses.retrieve(first.id)
+    await acme.close()
+    await acme_eu.close()
