@@ -22,7 +22,8 @@ from hosting.temporal_client import connect
 from routes import health, inbound, surfaces
 from routes.codec import CodecServer
 from routes.errors import safety_net
-from routes.keys import CLIENT, HTTP, REGISTRY, SETTINGS
+from routes.keys import CLIENT, HTTP, LIMITS, REGISTRY, SETTINGS
+from routes.limits import Limits
 
 log = get_logger("switchboard.gateway")
 
@@ -38,6 +39,7 @@ def build_app(
     app = web.Application(client_max_size=settings.gateway.max_body_bytes, middlewares=[safety_net])
     app[SETTINGS] = settings
     app[REGISTRY] = registry if registry is not None else build_registry(settings)
+    app[LIMITS] = Limits(settings.limits)
 
     async def temporal_ctx(app: web.Application) -> AsyncIterator[None]:
         # Lazy: the gateway starts (and answers 503) even while Temporal is still down.

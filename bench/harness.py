@@ -220,6 +220,13 @@ max_attempts = 20
 timeout_s = 5
 [runs]
 continuation_s = 120
+# The benchmarks measure the gateway, not its abuse limits: one load generator is one identity.
+[limits]
+messages_per_minute = 1000000
+message_burst = 100000
+[sessions]
+max_queued = 1000
+max_queued_bytes = 1048576
 [channels.webhook]
 secret = "{WEBHOOK_SECRET}"
 callback_url = "{callback}"

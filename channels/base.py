@@ -9,6 +9,7 @@ decides what to retry from the ack alone.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -123,6 +124,10 @@ class Channel(Protocol):
         """The answer to a verified caller the policy does not admit (nothing is started)."""
         ...
 
+    def too_many(self, request: ChannelRequest, retry_after_s: float) -> HttpAnswer:
+        """The answer to a caller over its rate or queue limit (nothing is started)."""
+        ...
+
     async def push(self, http: aiohttp.ClientSession, push: PushRequest) -> ChannelAck:
         """Send one reply. Must not raise: every failure is an ack."""
         ...
@@ -157,6 +162,15 @@ class BaseChannel:
     def refuse(self, request: ChannelRequest) -> HttpAnswer:
         # A 2xx: platforms would otherwise redeliver a message we will never accept.
         return HttpAnswer(status=200)
+
+    def too_many(self, request: ChannelRequest, retry_after_s: float) -> HttpAnswer:
+        # A 429 with Retry-After: the sender (or the platform's redelivery) tries again later,
+        # so a message over the limit is delayed, not lost.
+        return HttpAnswer(
+            status=429,
+            body=json.dumps({"error": "too many messages, retry later"}).encode(),
+            headers={"Retry-After": str(max(1, math.ceil(retry_after_s)))},
+        )
 
 
 class Surface(StrEnum):

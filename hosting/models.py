@@ -99,6 +99,16 @@ class DeliveryPolicy(Frozen):
 Multitask = Literal["enqueue", "reject", "interrupt"]
 
 
+class QueueLimits(Frozen):
+    """How much one session may have waiting: every queued turn later runs the agent (which
+    costs money), and the whole queue is carried through continue-as-new.
+
+    ``[sessions]`` in the configuration is this model."""
+
+    max_queued: int = Field(default=10, ge=1, le=1000)
+    max_queued_bytes: int = Field(default=256 * 1024, ge=1024, le=1024 * 1024)
+
+
 class ResponseTarget(Frozen):
     """Where replies go; see :mod:`hosting.targets`."""
 
@@ -125,6 +135,7 @@ class RunOptions(Frozen):
     linking: LinkingPolicy = Field(default_factory=lambda: LinkingPolicy())
     target: ResponseTarget = Field(default_factory=ResponseTarget)
     max_fanout: int = 8
+    queue: QueueLimits = Field(default_factory=lambda: QueueLimits())
 
 
 class SubmitInput(Versioned):
@@ -136,6 +147,9 @@ class SubmitInput(Versioned):
     labels: dict[str, str] = Field(default_factory=dict)  # e.g. API model and metadata
     # For "/link CODE": the code's keyed hash, so no workflow input ever carries a usable code.
     link_code_hash: str | None = None
+
+
+QUEUE_FULL = "queue_full"  # SubmitResult.reason: the session's queue is at its bound
 
 
 class SubmitResult(Frozen):

@@ -30,7 +30,7 @@ from pydantic_settings import (
 )
 
 from hosting.ids import Scope
-from hosting.models import DeliveryPolicy, LinkingPolicy, Multitask
+from hosting.models import DeliveryPolicy, LinkingPolicy, Multitask, QueueLimits
 from hosting.targets import parse_target
 
 DEFAULT_CONFIG_PATH = "./switchboard.toml"
@@ -181,6 +181,31 @@ class DeliverySettings(DeliveryPolicy):
     max_fanout: int = Field(default=8, ge=1, le=64)
 
 
+class SessionSettings(QueueLimits):
+    """``[sessions]``: the per-session queue bound every run's submission carries."""
+
+
+class LimitSettings(_Section):
+    """``[limits]``: per-identity and per-process ceilings on what one caller can make the
+    gateway do. Counted per gateway process (several replicas each allow this much)."""
+
+    messages_per_minute: float = Field(
+        default=30.0, gt=0, description="inbound messages per identity, refilled continuously"
+    )
+    message_burst: int = Field(
+        default=10, ge=1, description="messages an idle identity may send at once"
+    )
+    streams_per_identity: int = Field(
+        default=4, ge=1, description="open event streams and long polls of one identity"
+    )
+    streams_per_process: int = Field(
+        default=1000, ge=1, description="open event streams and long polls of the whole gateway"
+    )
+    tracked_identities: int = Field(
+        default=100_000, ge=100, description="identities whose buckets are remembered (LRU)"
+    )
+
+
 class RunSettings(_Section):
     continuation_s: float = Field(
         default=86400.0, gt=0, description="how long a finished run stays retrievable"
@@ -245,6 +270,8 @@ class Settings(BaseSettings):
     agent: AgentSettings = Field(default_factory=AgentSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     runs: RunSettings = Field(default_factory=RunSettings)
+    sessions: SessionSettings = Field(default_factory=SessionSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
     linking: LinkingSettings = Field(default_factory=LinkingSettings)
     authorization: AuthorizationSettings = Field(default_factory=AuthorizationSettings)
     channels: ChannelsSettings = Field(default_factory=ChannelsSettings)

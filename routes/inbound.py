@@ -6,20 +6,22 @@ import time
 
 from aiohttp import web
 from temporalio.client import WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 
 from channels.base import Accepted, Answered, Channel, HttpAnswer, InboundHttp, Refused
 from hosting.ids import Caller, InvalidKey
 from hosting.logs import get_logger
 from hosting.metrics import ACK_SECONDS, INBOUND
-from hosting.models import ChannelRequest, SubmitResult
+from hosting.models import QUEUE_FULL, ChannelRequest, SubmitResult
 from hosting.policy import Decision, decide
 from hosting.settings import Settings
 from hosting.tokens import TokenClaims, issue
 from routes.errors import UNAVAILABLE_ERRORS, error, unavailable
 from routes.intake import build_submission, submit
-from routes.keys import CLIENT, REGISTRY, SETTINGS
+from routes.keys import CLIENT, LIMITS, REGISTRY, SETTINGS
 
 log = get_logger("switchboard.gateway")
+QUEUE_RETRY_S = 30.0  # a full queue drains at the agent's pace: ask for a patient retry
 
 
 def to_response(answer: HttpAnswer) -> web.Response:
@@ -47,7 +49,7 @@ async def inbound(request: web.Request, channel: Channel) -> web.StreamResponse:
     outcome = await receive(request, channel, settings)
     if isinstance(outcome, web.Response):
         return outcome
-    refusal = admit(channel, settings, outcome)
+    refusal = admit(request, channel, settings, outcome)
     if refusal is not None:
         return refusal
     result = await submit_message(request, channel, settings, outcome)
@@ -83,16 +85,24 @@ async def receive(
     return outcome.request
 
 
-def admit(channel: Channel, settings: Settings, message: ChannelRequest) -> web.Response | None:
-    """The authorization policy, before anything is durable; None when the caller is admitted."""
+def admit(
+    request: web.Request, channel: Channel, settings: Settings, message: ChannelRequest
+) -> web.Response | None:
+    """The authorization policy and the identity's message rate, before anything is durable;
+    None when the caller is admitted."""
     decision = decide(
         channel.settings, settings.authorization.default, message.user_id, message.claims
     )
-    if decision is Decision.ALLOWED:
-        return None
-    INBOUND.labels(channel.name, decision.value).inc()
-    log.info("inbound not admitted", channel=channel.name, decision=decision.value)
-    return to_response(channel.refuse(message))
+    if decision is not Decision.ALLOWED:
+        INBOUND.labels(channel.name, decision.value).inc()
+        log.info("inbound not admitted", channel=channel.name, decision=decision.value)
+        return to_response(channel.refuse(message))
+    wait = request.app[LIMITS].messages.take(Caller(channel.name, message.user_id).key)
+    if wait > 0:
+        INBOUND.labels(channel.name, "rate_limited").inc()
+        log.info("inbound rate limited", channel=channel.name, retry_after_s=round(wait, 1))
+        return to_response(channel.too_many(message, wait))
+    return None
 
 
 async def submit_message(
@@ -111,13 +121,22 @@ async def submit_message(
         return await submit(
             request.app[CLIENT], settings, submission, timeout_s=settings.gateway.submit_timeout_s
         )
-    except WorkflowUpdateFailedError:
+    except WorkflowUpdateFailedError as exc:
+        if queue_full(exc):
+            INBOUND.labels(channel.name, "queue_full").inc()
+            log.info("inbound refused: session queue full", channel=channel.name)
+            return to_response(channel.too_many(message, QUEUE_RETRY_S))
         INBOUND.labels(channel.name, "invalid").inc()
         return error(400, "message refused")
     except UNAVAILABLE_ERRORS as exc:
         INBOUND.labels(channel.name, "unavailable").inc()
         log.warning("temporal unavailable", channel=channel.name, error=type(exc).__name__)
         return unavailable()
+
+
+def queue_full(exc: WorkflowUpdateFailedError) -> bool:
+    cause = exc.cause
+    return isinstance(cause, ApplicationError) and cause.type == QUEUE_FULL
 
 
 def acknowledge(

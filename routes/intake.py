@@ -35,6 +35,7 @@ from hosting.models import (
     ChannelRequest,
     DeliveryPolicy,
     LinkingPolicy,
+    QueueLimits,
     RunInput,
     RunOptions,
     RunStatus,
@@ -67,6 +68,7 @@ def run_options(settings: Settings, channel: ChannelSettings) -> RunOptions:
         target=parse_target(channel.response_target),
         max_fanout=settings.delivery.max_fanout,
         linking=LinkingPolicy.model_validate(settings.linking.model_dump()),
+        queue=QueueLimits.model_validate(settings.sessions.model_dump()),
     )
 
 

@@ -8,6 +8,7 @@ follow the channel's multitask strategy. The response ``id`` is the continuation
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -26,9 +27,20 @@ from hosting.policy import Decision, decide
 from hosting.settings import ConfigError, Settings
 from hosting.tokens import TokenClaims, issue
 from routes.errors import openai_error, token_not_found
+from routes.inbound import QUEUE_RETRY_S, queue_full
 from routes.intake import build_submission, start_run, submit
-from routes.keys import CLIENT
-from routes.runs import RunAccess, fetch_view, wait_for_view
+from routes.keys import CLIENT, LIMITS
+from routes.limits import TooMany
+from routes.runs import RunAccess
+from routes.watch import fetch_view
+
+
+def too_many_requests(retry_after_s: float) -> web.Response:
+    answer = openai_error(
+        429, "Rate limit reached, retry later.", "rate_limit_exceeded", "rate_limit_error"
+    )
+    answer.headers["Retry-After"] = str(max(1, math.ceil(retry_after_s)))
+    return answer
 
 
 def response_object(
@@ -116,6 +128,9 @@ class ResponsesApi:
             return openai_error(
                 403, "This caller is not allowed here.", "forbidden", "permission_error"
             )
+        wait = request.app[LIMITS].messages.take(caller.key)
+        if wait > 0:
+            return too_many_requests(wait)
         try:
             body = CreateResponse.model_validate_json(await request.read())
         except ValidationError as exc:
@@ -126,6 +141,17 @@ class ResponsesApi:
             return openai_error(
                 400, "stream is not supported here; use background=true and poll.", "unsupported"
             )
+        if body.background:
+            return await self._create(request, caller, body)
+        try:  # a foreground create holds its connection open until the run has finished
+            with request.app[LIMITS].streams.hold(caller.key):
+                return await self._create(request, caller, body)
+        except TooMany as exc:
+            return too_many_requests(exc.retry_after_s)
+
+    async def _create(
+        self, request: web.Request, caller: Caller, body: CreateResponse
+    ) -> web.Response:
         conversation: str | None = None
         seed: list[Turn] = []
         client = request.app[self._client_key]
@@ -185,7 +211,9 @@ class ResponsesApi:
                         "conflict",
                     )
                 run_id = result.run_id
-        except WorkflowUpdateFailedError:
+        except WorkflowUpdateFailedError as exc:
+            if queue_full(exc):
+                return too_many_requests(QUEUE_RETRY_S)
             return openai_error(400, "request refused", "invalid_request")
         except (TimeoutError, RPCError, RuntimeError):
             return openai_error(
@@ -209,7 +237,7 @@ class ResponsesApi:
         if body.background:
             view = await fetch_view(client, run_id)
         else:
-            view = await wait_for_view(
+            view = await self._access.views.wait_for(
                 client,
                 run_id,
                 lambda v: v is not None and v.status.finished,

@@ -8,9 +8,7 @@ authenticates its callers (bearer key, signed cookie) can follow its runs there.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,21 +23,10 @@ from hosting.models import RunStatus, RunView
 from hosting.settings import Settings
 from hosting.tokens import TokenClaims, verify
 from routes.errors import openai_error, token_not_found
-from workflows.run import AgentRunWorkflow
+from routes.keys import LIMITS
+from routes.limits import TooMany
+from routes.watch import ViewWatchers, fetch_view
 from workflows.session import SessionWorkflow
-
-POLL_START_S = 0.03
-POLL_MAX_S = 0.25
-
-
-async def fetch_view(client: Client, run_id: str) -> RunView | None:
-    """The run's view, or None while its workflow does not exist (yet, or any more)."""
-    try:
-        return await client.get_workflow_handle(run_id).query(AgentRunWorkflow.view)
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            return None
-        raise
 
 
 async def pending_runs(client: Client, session_id: str) -> list[str] | None:
@@ -48,20 +35,6 @@ async def pending_runs(client: Client, session_id: str) -> list[str] | None:
         return await client.get_workflow_handle(session_id).query(SessionWorkflow.pending_runs)
     except RPCError:
         return None
-
-
-async def wait_for_view(
-    client: Client, run_id: str, until: Callable[[RunView | None], bool], timeout_s: float
-) -> RunView | None:
-    """Poll the run's view (queries cost no history) until ``until(view)`` or the timeout."""
-    deadline = time.monotonic() + timeout_s
-    delay = POLL_START_S
-    view = await fetch_view(client, run_id)
-    while not until(view) and time.monotonic() < deadline:
-        await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-        delay = min(delay * 1.5, POLL_MAX_S)
-        view = await fetch_view(client, run_id)
-    return view
 
 
 def session_of(tenant: str, channel: Channel, user_id: str, conversation_id: str) -> str:
@@ -97,10 +70,11 @@ class RunAccess:
     """Continuation tokens to runs, the same for every door: who asks, whose token it is, the
     run's view (``queued`` while it waits in its session), and the queue-aware cancel."""
 
-    def __init__(self, settings: Settings, registry: ChannelRegistry) -> None:
+    def __init__(self, settings: Settings, registry: ChannelRegistry, views: ViewWatchers) -> None:
         self._key = settings.security.signing_key_bytes()
         self._tenant = settings.gateway.tenant
         self._registry = registry
+        self.views = views
 
     def caller(self, request: web.Request, *, for_write: bool = False) -> Caller | None:
         for channel in self._registry:
@@ -150,7 +124,7 @@ class RunAccess:
         if not await cancel_run(client, claims.run_id, self.session_for(claims)):
             return None
         # A queued run becomes a run at once, already cancelled; a running one stops.
-        return await wait_for_view(
+        return await self.views.wait_for(
             client, claims.run_id, lambda v: v is not None and v.status.finished, 10.0
         )
 
@@ -208,9 +182,15 @@ class RunsApi:
             return token_not_found()
         if wait > 0 and not view.status.finished:
             first = view.status
-            changed = await wait_for_view(
-                client, claims.run_id, lambda v: v is not None and v.status != first, wait
-            )
+            try:
+                with request.app[LIMITS].streams.hold(claims.caller):
+                    changed = await self._access.views.wait_for(
+                        client, claims.run_id, lambda v: v is not None and v.status != first, wait
+                    )
+            except TooMany as exc:
+                answer = openai_error(429, "Too many open requests.", "rate_limit_exceeded")
+                answer.headers["Retry-After"] = str(int(exc.retry_after_s))
+                return answer
             view = changed or view
         return web.json_response(run_json(request.match_info["token"], view))
 

@@ -11,8 +11,9 @@ from channels.base import Channel, ServesSurface, Surface
 from channels.registry import ChannelRegistry
 from hosting.settings import Settings
 from routes import responses, webchat
-from routes.keys import CLIENT
+from routes.keys import CLIENT, VIEWS
 from routes.runs import RunAccess, RunsApi
+from routes.watch import ViewWatchers
 
 Mount = Callable[[web.Application, Settings, Channel, RunAccess], None]
 MOUNTS: dict[Surface, Mount] = {
@@ -27,7 +28,8 @@ def add_routes(app: web.Application, settings: Settings, registry: ChannelRegist
     Continuation tokens are signed with the deployment's key; without one there are none."""
     if not settings.security.signing_key.get_secret_value():
         return
-    access = RunAccess(settings, registry)
+    app[VIEWS] = ViewWatchers()
+    access = RunAccess(settings, registry, app[VIEWS])
     for channel in registry:
         if isinstance(channel, ServesSurface):
             MOUNTS[channel.surface](app, settings, channel, access)

@@ -8,7 +8,6 @@ browser can only see and cancel its own runs.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import time
@@ -23,11 +22,12 @@ from channels.web import COOKIE, WebChannel, message_key
 from hosting.ids import InvalidKey, run_workflow_id
 from hosting.models import RunStatus, RunView
 from hosting.settings import ConfigError, Settings
-from routes.keys import CLIENT
-from routes.runs import RunAccess, cancel_run, fetch_view, session_of
+from routes.keys import CLIENT, LIMITS
+from routes.limits import TooMany
+from routes.runs import RunAccess, cancel_run, session_of
+from routes.watch import ViewWatchers, fetch_view
 
 STREAM_LIMIT_S = 15 * 60
-POLL_S = 0.25
 ASSETS = {"app.js": "text/javascript", "style.css": "text/css"}
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -63,10 +63,17 @@ def _settled(view: RunView) -> bool:
 
 
 class WebChat:
-    def __init__(self, settings: Settings, channel: WebChannel, client_key: web.AppKey[Client]):
+    def __init__(
+        self,
+        settings: Settings,
+        channel: WebChannel,
+        client_key: web.AppKey[Client],
+        views: ViewWatchers,
+    ):
         self._settings = settings
         self._channel = channel
         self._client_key = client_key
+        self._views = views
         self._secure = settings.gateway.public_url.startswith("https://")
 
     def _ui_link(self, run_id: str) -> str | None:
@@ -131,8 +138,23 @@ class WebChat:
         return web.json_response(run_page_view(view, self._ui_link(run_id)))
 
     async def run_events(self, request: web.Request) -> web.StreamResponse:
-        """Server-Sent Events: one ``run`` event per change, until the run has settled."""
+        """Server-Sent Events: one ``run`` event per change, until the run has settled.
+
+        Each browser may hold only a few streams open (and the process a bounded number);
+        every stream of one run shares one poller."""
         run_id = self._run_id(request, for_write=False)
+        browser_id = self._channel.identity.browser_id(request.cookies) or ""
+        try:
+            with request.app[LIMITS].streams.hold(f"{self._channel.name}:{browser_id}"):
+                return await self._events(request, run_id)
+        except TooMany as exc:
+            return web.json_response(
+                {"error": "too many open streams"},
+                status=429,
+                headers={"Retry-After": str(int(exc.retry_after_s))},
+            )
+
+    async def _events(self, request: web.Request, run_id: str) -> web.StreamResponse:
         resp = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -149,20 +171,22 @@ class WebChat:
     async def _stream(self, request: web.Request, resp: web.StreamResponse, run_id: str) -> None:
         last: str | None = None
         deadline = time.monotonic() + STREAM_LIMIT_S
-        while time.monotonic() < deadline:
-            view = await fetch_view(request.app[self._client_key], run_id)
-            state = (
-                run_page_view(view, self._ui_link(run_id))
-                if view is not None
-                else {"status": RunStatus.QUEUED.value, "found": False}
-            )
-            encoded = json.dumps(state)
-            if encoded != last:
-                await resp.write(f"event: run\ndata: {encoded}\n\n".encode())
-                last = encoded
-            if view is not None and _settled(view):
-                break
-            await asyncio.sleep(POLL_S)
+        async with self._views.follow(request.app[self._client_key], run_id) as watch:
+            seen = 0
+            while await watch.newer_than(seen, deadline - time.monotonic()):
+                seen = watch.version
+                view = watch.view
+                state = (
+                    run_page_view(view, self._ui_link(run_id))
+                    if view is not None
+                    else {"status": RunStatus.QUEUED.value, "found": False}
+                )
+                encoded = json.dumps(state)
+                if encoded != last:
+                    await resp.write(f"event: run\ndata: {encoded}\n\n".encode())
+                    last = encoded
+                if view is not None and _settled(view):
+                    break
         await resp.write(b"event: end\ndata: {}\n\n")
 
     async def cancel(self, request: web.Request) -> web.Response:
@@ -187,4 +211,4 @@ def mount(app: web.Application, settings: Settings, channel: Channel, access: Ru
     """The ``chat_page`` surface of a channel that declares it."""
     if not isinstance(channel, WebChannel):
         raise ConfigError(f"channels.{channel.name}: the chat page needs a web channel")
-    WebChat(settings, channel, CLIENT).add_routes(app)
+    WebChat(settings, channel, CLIENT, access.views).add_routes(app)

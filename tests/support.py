@@ -34,6 +34,9 @@ def make_settings(task_queue: str, address: str, **sections: Any) -> Settings:
         "gateway": {"log_format": "console", "submit_timeout_s": 10},
         "delivery": {"initial_interval_s": 0.2, "max_interval_s": 1.0, "max_attempts": 4},
         "runs": {"continuation_s": 60},
+        # Tests send bursts from one identity; the limits' own tests lower these again.
+        "limits": {"messages_per_minute": 60_000, "message_burst": 1_000},
+        "sessions": {"max_queued": 1000},
         "channels": {"loopback": {}, "webhook": {"secret": WEBHOOK_SECRET}},
     }
     for name, value in sections.items():

@@ -295,3 +295,65 @@ async def test_metrics_can_require_a_bearer_token(stack: Stack) -> None:
     ok = await stack.http.get("/metrics", headers={"Authorization": "Bearer metrics-secret"})
     assert ok.status == 200
     assert "switchboard_inbound_total" in await ok.text()
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [{"limits": {"messages_per_minute": 6, "message_burst": 2}}],
+    indirect=True,
+)
+async def test_an_identity_over_its_message_rate_gets_429_and_starts_nothing(
+    stack: Stack,
+) -> None:
+    statuses = []
+    for i in range(3):
+        body = webhook_message("flood", "cf", f"hi {i}")
+        resp = await stack.http.post(
+            "/channels/webhook", data=body, headers=webhook_headers(body, f"flood_{i}")
+        )
+        statuses.append(resp.status)
+        if resp.status == 429:
+            assert int(resp.headers["Retry-After"]) >= 1
+    assert statuses == [202, 202, 429]
+    other = webhook_message("someone-else", "co", "hello")
+    resp = await stack.http.post(
+        "/channels/webhook", data=other, headers=webhook_headers(other, "other_0")
+    )
+    assert resp.status == 202  # the bucket is per identity
+    try:
+        await stack.client.get_workflow_handle("run/default/webhook/flood_2").describe()
+    except Exception as exc:
+        assert "not found" in str(exc).lower()
+    else:
+        raise AssertionError("a rate-limited message started a run")
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [{"sessions": {"max_queued": 2}, "agent": {"delay_ms": 3000}}],
+    indirect=True,
+)
+async def test_a_full_session_queue_refuses_with_429_and_accepts_again_later(
+    stack: Stack,
+) -> None:
+    statuses = []
+    for i in range(4):
+        body = webhook_message("queuer", "cq", f"turn {i}")
+        resp = await stack.http.post(
+            "/channels/webhook", data=body, headers=webhook_headers(body, f"queue_{i}")
+        )
+        statuses.append(resp.status)
+    # One running, two waiting; the fourth is refused and not remembered as seen.
+    assert statuses == [202, 202, 202, 429], statuses
+    assert (await stack.receiver.wait_for(1, timeout=30))[0]["text"] == "echo: turn 0"
+    session = stack.client.get_workflow_handle("session/default/webhook:queuer")
+
+    async def drained() -> bool:
+        return len(await session.query("pending_runs", result_type=list[str])) < 2
+
+    await eventually(drained, timeout=30)
+    body = webhook_message("queuer", "cq", "turn 3")
+    resp = await stack.http.post(
+        "/channels/webhook", data=body, headers=webhook_headers(body, "queue_3")
+    )
+    assert resp.status == 202

@@ -19,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from hosting import search_attributes as sa
     from hosting.ids import InvalidKey, message_id, run_workflow_id
     from hosting.models import (
+        QUEUE_FULL,
         Identity,
         LinkingPolicy,
         RunFinished,
@@ -175,7 +176,10 @@ class SessionWorkflow:
         except ApplicationError:
             workflow.logger.warning("refused a deferred submission")
             return
-        await self._admit(item)
+        result = await self._admit(item)
+        if not result.accepted:
+            # Nobody waits for a signal's answer: the refusal is at least in the worker's log.
+            workflow.logger.warning("deferred submission not accepted: %s", result.reason)
 
     async def _admit(self, item: SubmitInput) -> SubmitResult:
         request = item.request
@@ -193,6 +197,8 @@ class SessionWorkflow:
         busy = self._current is not None or bool(self._queue)
         if busy and item.options.multitask == "reject":
             return SubmitResult(run_id=run_id, accepted=False, reason="busy")
+        if self._queue_full(item):  # a deferred (signalled) message; updates stop earlier
+            return SubmitResult(run_id=run_id, accepted=False, reason=QUEUE_FULL)
         self._remember_key(key)
         if busy and item.options.multitask == "interrupt":
             await self._cancel_current()
@@ -202,11 +208,25 @@ class SessionWorkflow:
         ahead = len(self._queue) - 1 + int(self._current is not None)
         return SubmitResult(run_id=run_id, position=ahead)
 
+    def _queue_full(self, item: SubmitInput) -> bool:
+        if self._alias_of is not None:
+            return False  # forwarded: the session it joined applies its own bound
+        limits = item.options.queue
+        queued_bytes = sum(len(i.request.text.encode()) for i in self._queue)
+        return len(self._queue) >= limits.max_queued or (
+            queued_bytes + len(item.request.text.encode()) > limits.max_queued_bytes
+        )
+
     @submit.validator
     def _validate_submit(self, item: SubmitInput) -> None:
         request = item.request
         if request.tenant != self._state.tenant:
             raise ApplicationError("message belongs to another tenant", non_retryable=True)
+        seen = message_id(request.channel, request.message_key) in self._recent_set
+        if not seen and self._queue_full(item):
+            # Refused in the validator, so the refusal is not recorded under this update id:
+            # the same message is evaluated afresh when its sender retries.
+            raise ApplicationError("the session's queue is full", type=QUEUE_FULL)
         try:
             run_workflow_id(request.tenant, request.channel, request.message_key)
         except InvalidKey as exc:
