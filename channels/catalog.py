@@ -11,7 +11,10 @@ from typing import Any
 
 from pydantic import Field
 
+from channels.activity import ActivityChannel, ActivityChannelSettings
 from channels.base import Channel
+from channels.dingtalk import DingTalkChannel, DingTalkChannelSettings
+from channels.discord import DiscordChannel, DiscordChannelSettings
 from channels.loopback import LoopbackChannel, LoopbackChannelSettings
 from channels.responses import ResponsesChannel, ResponsesChannelSettings
 from channels.slack import SlackChannel, SlackChannelSettings
@@ -32,6 +35,9 @@ class ConfiguredChannels(core.ChannelsSettings):
     slack: SlackChannelSettings | None = None
     responses: ResponsesChannelSettings | None = None
     web: WebChannelSettings | None = None
+    discord: DiscordChannelSettings | None = None
+    activity: ActivityChannelSettings | None = None
+    dingtalk: DingTalkChannelSettings | None = None
 
 
 Factory = Callable[[ChannelSettings, core.Settings], Channel]
@@ -42,6 +48,9 @@ ADAPTERS: dict[str, Factory] = {
     "slack": SlackChannel.from_config,
     "responses": ResponsesChannel.from_config,
     "web": WebChannel.from_config,
+    "discord": DiscordChannel.from_config,
+    "activity": ActivityChannel.from_config,
+    "dingtalk": DingTalkChannel.from_config,
 }
 
 

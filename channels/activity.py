@@ -1,0 +1,455 @@
+"""Microsoft Teams (Bot Framework Activity Protocol): activities in, Bot Connector out.
+
+Inbound ``POST /channels/activity`` carries ``Authorization: Bearer <JWT>`` issued by the Bot
+Framework: RS256 with a key from the OpenID metadata's JWKS (endorsed for the activity's
+``channelId``), issuer ``https://api.botframework.com``, audience our app id, and a
+``serviceurl`` claim equal to the activity's ``serviceUrl``. The body itself is not signed, so
+the token binds it to a service URL only; that URL must also be on ``allowed_service_urls``
+before our own outbound token is ever sent to it (again at push time, since the address is read
+back from workflow state).
+
+The message key is a hash of ``(channelId, conversation, activity id)``: activity ids are only
+unique within one conversation. Teams channel threads arrive as ``…;messageid=<root>`` in the
+conversation id; the root becomes the thread id, the bare channel id the conversation.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+import jwt
+import yarl
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from channels.activity_auth import (
+    KeySet,
+    KeysUnavailable,
+    OutboundToken,
+    SigningKey,
+    post_encoded,
+    service_url_allowed,
+)
+from channels.activity_package import ACCENT, app_zip
+from channels.base import (
+    Accepted,
+    Answered,
+    BaseChannel,
+    ChannelAck,
+    FailureMode,
+    HttpAnswer,
+    InboundHttp,
+    InboundOutcome,
+    Refused,
+)
+from channels.chunking import split_text
+from channels.http_push import HttpResult, classify_status, parse_retry_after
+from channels.inbound_body import BodyError, PlatformBody, parse_body
+from hosting.ids import tuple_key
+from hosting.models import ChannelRequest, PushRequest, ReplyAddress
+from hosting.settings import ChannelSettings, ConfigError, require_secret
+
+ISSUER = "https://api.botframework.com"
+DEFAULT_METADATA_URL = "https://login.botframework.com/v1/.well-known/openidconfiguration"
+TOKEN_URL = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"  # noqa: S105 (a URL)
+LEEWAY_S = 300  # clock skew the Bot Framework SDKs allow
+# Teams refuses activities over about 28 KB of text: 7000 characters stay under that even when
+# every character takes four bytes in UTF-8.
+MAX_TEXT = 7000
+THREAD_MARKER = ";messageid="
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+_SPACES = re.compile(r"[ \t]{2,}")  # what removing a mention from mid-sentence leaves
+IGNORED = Answered(HttpAnswer(status=200))  # installs, reactions, typing: nothing to run
+
+
+# -- wire models --------------------------------------------------------------------------
+
+
+class Account(PlatformBody):
+    id: str = Field(min_length=1, max_length=256)
+    name: str | None = Field(default=None, max_length=256)
+    aadObjectId: str | None = Field(default=None, max_length=64)
+
+
+class Conversation(PlatformBody):
+    id: str = Field(min_length=1, max_length=512)
+    conversationType: str | None = Field(default=None, max_length=32)
+    isGroup: bool | None = None
+    tenantId: str | None = Field(default=None, max_length=64)
+
+
+class Entity(PlatformBody):
+    type: str = Field(max_length=64)
+    mentioned: Account | None = None
+    text: str | None = Field(default=None, max_length=1024)
+
+
+class TenantInfo(PlatformBody):
+    id: str | None = Field(default=None, max_length=64)
+
+
+class ChannelData(PlatformBody):
+    tenant: TenantInfo | None = None
+
+
+class Activity(PlatformBody):
+    type: str = Field(max_length=64)
+    id: str | None = Field(default=None, max_length=256)
+    serviceUrl: str | None = Field(default=None, max_length=512)
+    channelId: str | None = Field(default=None, max_length=64)
+    from_: Account | None = Field(default=None, alias="from")
+    recipient: Account | None = None
+    conversation: Conversation | None = None
+    text: str | None = Field(default=None, max_length=100_000)
+    replyToId: str | None = Field(default=None, max_length=256)
+    entities: list[Entity] = Field(default_factory=list, max_length=100)
+    channelData: ChannelData | None = None
+
+
+# -- settings -----------------------------------------------------------------------------
+
+
+def _check_prefix(prefix: str) -> str:
+    """A service URL prefix: https (http only on loopback, for local tests), ending in ``/``
+    so that ``https://host/teams`` cannot also admit ``https://host/teamsevil``."""
+    parts = urlsplit(prefix)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError(f"{prefix!r} is not an http(s) URL")
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK:
+        raise ValueError(f"{prefix!r}: plain http is only allowed on loopback")
+    if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
+        raise ValueError(f"{prefix!r} must not carry credentials, a query or a fragment")
+    return prefix if prefix.endswith("/") else prefix + "/"
+
+
+class ActivityChannelSettings(ChannelSettings):
+    """``[channels.activity]``: the Azure Bot's app registration and where Teams may send us."""
+
+    app_id: str = ""
+    app_password: SecretStr = SecretStr("")
+    tenant_id: str | None = Field(default=None, description="single-tenant bots: the tenant id")
+    openid_metadata_url: str = DEFAULT_METADATA_URL
+    token_url: str = ""  # default: the botframework.com (or tenant's) client-credentials endpoint
+    allowed_service_urls: list[str] = Field(
+        default_factory=lambda: ["https://smba.trafficmanager.net/"],
+        description="serviceUrl prefixes our bearer token may be sent to",
+    )
+    service_url: str = Field(
+        default="https://smba.trafficmanager.net/teams/",
+        description="where proactive messages go when an address carries no serviceUrl",
+    )
+    bot_name: str = Field(default="Switchboard", min_length=1, max_length=30)
+    bot_description: str = Field(default="An AI agent hosted by Switchboard.", max_length=80)
+    developer_name: str = "Switchboard"
+    website_url: str | None = None  # manifest links; default: the gateway's public URL
+    privacy_url: str | None = None
+    terms_url: str | None = None
+    app_version: str = Field(default="1.0.0", pattern=r"^\d+\.\d+\.\d+$")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_token_url(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("token_url"):
+            tenant = data.get("tenant_id") or "botframework.com"
+            data = {**data, "token_url": TOKEN_URL.format(tenant=tenant)}
+        return data
+
+    @field_validator("allowed_service_urls")
+    @classmethod
+    def _prefixes(cls, value: list[str]) -> list[str]:
+        return [_check_prefix(p) for p in value]
+
+    @field_validator("service_url")
+    @classmethod
+    def _service_url(cls, value: str) -> str:
+        return _check_prefix(value)
+
+    @field_validator("openid_metadata_url", "token_url")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        # The client secret goes to token_url, and the keys we trust come from the metadata.
+        _check_prefix(value)
+        return value
+
+
+MANIFEST_VERSION = "1.22"
+
+
+# -- the channel --------------------------------------------------------------------------
+
+
+def message_key(channel_id: str, conversation_id: str, activity_id: str) -> str:
+    """Activity ids are unique per conversation only; the digest also keeps arbitrary platform
+    ids out of workflow ids."""
+    return tuple_key(channel_id, conversation_id, activity_id)
+
+
+class ActivityChannel(BaseChannel):
+    name = "activity"
+
+    def __init__(
+        self, *, settings: ActivityChannelSettings, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__(settings=settings)
+        self.settings: ActivityChannelSettings = settings
+        if not settings.app_id:
+            raise ConfigError("channels.activity.app_id: missing (the Azure Bot's app id)")
+        require_secret(
+            settings.app_password, "channels.activity.app_password", "the app's client secret"
+        )
+        self._keys = KeySet(settings.openid_metadata_url, clock)
+        self._token = OutboundToken(settings, clock)
+
+    # -- inbound ---------------------------------------------------------------------------
+
+    async def _verify(self, http: InboundHttp) -> tuple[dict[str, Any], SigningKey] | Refused:
+        """The verified token's claims and the key that signed it, or the refusal."""
+        scheme, _, token = http.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return Refused(401, "missing bearer token")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            return Refused(401, "invalid token")
+        kid = header.get("kid")
+        if header.get("alg") != "RS256" or not isinstance(kid, str) or not kid:
+            return Refused(401, "invalid token")
+        try:
+            key = await self._keys.get(kid)
+        except KeysUnavailable:
+            return Refused(503, "signing keys unavailable, try again")
+        if key is None:
+            return Refused(401, "invalid token")
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key.key,
+                algorithms=["RS256"],
+                audience=self.settings.app_id,
+                issuer=ISSUER,
+                leeway=LEEWAY_S,
+                options={"require": ["exp", "iss", "aud"]},
+            )
+        except jwt.PyJWTError:
+            return Refused(401, "invalid token")
+        return claims, key
+
+    async def receive(self, http: InboundHttp) -> InboundOutcome:
+        verified = await self._verify(http)
+        if isinstance(verified, Refused):
+            return verified
+        claims, key = verified
+        try:
+            activity = parse_body(Activity, http.body)
+        except BodyError as exc:
+            return Refused(400, str(exc))
+        if (
+            activity.serviceUrl is None
+            or claims.get("serviceurl") != activity.serviceUrl
+            or activity.channelId not in key.endorsements
+        ):
+            return Refused(401, "token does not match the activity")
+        if not service_url_allowed(activity.serviceUrl, self.settings.allowed_service_urls):
+            return Refused(403, "serviceUrl is not allowed")
+        if activity.type != "message":
+            return IGNORED  # conversationUpdate (installs), reactions, typing, invokes
+        return self._message(http, activity)
+
+    def _addressed(self, activity: Activity, text: str) -> tuple[bool, str]:
+        """Whether a group message mentions us, and its text without our ``<at>`` mention."""
+        bot = activity.recipient.id if activity.recipient else None
+        mentioned = False
+        for entity in activity.entities:
+            if entity.type == "mention" and entity.mentioned and entity.mentioned.id == bot:
+                mentioned = True
+                if entity.text:
+                    text = text.replace(entity.text, " ")
+        return mentioned, _SPACES.sub(" ", text).strip()
+
+    def _message(self, http: InboundHttp, activity: Activity) -> InboundOutcome:
+        sender, conversation = activity.from_, activity.conversation
+        if (
+            sender is None
+            or conversation is None
+            or activity.id is None
+            or activity.serviceUrl is None
+            or activity.channelId is None
+            or not activity.text
+            or (activity.recipient is not None and sender.id == activity.recipient.id)
+        ):
+            return IGNORED  # attachments only, or nothing we can answer
+        if conversation.conversationType:
+            direct = conversation.conversationType == "personal"
+        else:
+            direct = not conversation.isGroup
+        mentioned, text = self._addressed(activity, activity.text)
+        if not direct and not mentioned and self.settings.accept_in_group != "all":
+            return IGNORED
+        if not text:
+            return IGNORED  # a bare mention
+        base, marker, root = conversation.id.partition(THREAD_MARKER)
+        thread = root if marker and root else activity.replyToId
+        tenant = (
+            activity.channelData.tenant.id
+            if activity.channelData and activity.channelData.tenant
+            else None
+        ) or conversation.tenantId
+        claims = {
+            name: value
+            for name, value in (("tid", tenant), ("aadObjectId", sender.aadObjectId))
+            if value
+        }
+        extra = {
+            "service_url": activity.serviceUrl,
+            "channel_id": activity.channelId,
+            "conversation": conversation.id,
+        }
+        if activity.recipient is not None:
+            extra["bot_id"] = activity.recipient.id
+            if activity.recipient.name:
+                extra["bot_name"] = activity.recipient.name
+        if tenant:
+            extra["tenant_id"] = tenant
+        return Accepted(
+            ChannelRequest(
+                tenant=http.tenant,
+                channel=self.name,
+                message_key=message_key(activity.channelId, base, activity.id),
+                user_id=sender.id,
+                conversation_id=base,
+                thread_id=thread,
+                is_direct=direct,
+                text=text,
+                claims=claims,
+                reply_to=ReplyAddress(
+                    channel=self.name,
+                    user_id=sender.id,
+                    conversation_id=base,
+                    thread_id=thread,
+                    reply_to_message_id=activity.id,
+                    extra=extra,
+                ),
+            )
+        )
+
+    # -- push ------------------------------------------------------------------------------
+
+    def _ack(self, result: HttpResult) -> ChannelAck:
+        if result.status == 412:  # Teams: precondition failed under load; retry later
+            return ChannelAck(mode=FailureMode.TRANSIENT, detail="412")
+        ack = classify_status(result.status, parse_retry_after(result.headers.get("retry-after")))
+        if not ack.ok:
+            return ack
+        body: Any = result.json()
+        sent = str(body.get("id", "")) if isinstance(body, dict) else ""
+        return ChannelAck(mode=FailureMode.DELIVERED, platform_message_ids=[sent] if sent else [])
+
+    def _payload(self, push: PushRequest, conversation: str, text: str) -> dict[str, Any]:
+        addr, extra = push.address, push.address.extra
+        payload: dict[str, Any] = {
+            "type": "message",
+            "text": text,
+            "conversation": {"id": conversation},
+            "recipient": {"id": addr.user_id},
+        }
+        if "bot_id" in extra:
+            payload["from"] = {"id": extra["bot_id"], "name": extra.get("bot_name", "")}
+        if addr.reply_to_message_id:
+            payload["replyToId"] = addr.reply_to_message_id
+        if extra.get("channel_id", "msteams") == "msteams":
+            payload["textFormat"] = "markdown"
+        return payload
+
+    async def push(self, http: aiohttp.ClientSession, push: PushRequest) -> ChannelAck:
+        addr = push.address
+        service_url = addr.extra.get("service_url") or self.settings.service_url
+        if not service_url_allowed(service_url, self.settings.allowed_service_urls):
+            # Checked before any token exists: the address is read back from workflow state.
+            return ChannelAck(mode=FailureMode.REJECTED, detail="serviceUrl not allowed")
+        conversation = addr.extra.get("conversation") or (
+            f"{addr.conversation_id}{THREAD_MARKER}{addr.thread_id}"
+            if addr.thread_id
+            else addr.conversation_id
+        )
+        url = yarl.URL(
+            f"{service_url.rstrip('/')}/v3/conversations/{quote(conversation, safe='')}/activities",
+            encoded=True,
+        )
+        if addr.reply_to_message_id:
+            url = yarl.URL(f"{url}/{quote(addr.reply_to_message_id, safe='')}", encoded=True)
+        sent: list[str] = []
+        for part in split_text(push.text, MAX_TEXT)[push.skip_parts :]:
+            token = await self._token.bearer(http, push.policy.timeout_s)
+            if isinstance(token, ChannelAck):
+                return token.model_copy(update={"parts_delivered": len(sent)})
+            result = await post_encoded(
+                http,
+                url,
+                body=json.dumps(self._payload(push, conversation, part)).encode(),
+                headers={
+                    "authorization": f"Bearer {token}",
+                    "content-type": "application/json; charset=utf-8",
+                },
+                timeout_s=push.policy.timeout_s,
+            )
+            ack = result if isinstance(result, ChannelAck) else self._ack(result)
+            if ack.mode is FailureMode.UNAUTHORIZED:
+                self._token.drop()  # revoked or rotated secret: fetch a fresh one next time
+            if not ack.ok:
+                return ack.model_copy(update={"parts_delivered": len(sent)})
+            sent += ack.platform_message_ids
+        return ChannelAck(
+            mode=FailureMode.DELIVERED, platform_message_ids=sent, parts_delivered=len(sent)
+        )
+
+    # -- app package -----------------------------------------------------------------------
+
+    def manifest(self, gateway_url: str) -> dict[str, Any]:
+        """The Teams app manifest: one bot (our app id) in personal, team and group chats."""
+        s = self.settings
+        host = urlsplit(gateway_url).hostname or "localhost"
+        return {
+            "$schema": "https://developer.microsoft.com/json-schemas/teams/"
+            f"v{MANIFEST_VERSION}/MicrosoftTeams.schema.json",
+            "manifestVersion": MANIFEST_VERSION,
+            "version": s.app_version,
+            "id": s.app_id if _is_guid(s.app_id) else str(uuid.uuid5(uuid.NAMESPACE_URL, s.app_id)),
+            "developer": {
+                "name": s.developer_name,
+                "websiteUrl": s.website_url or gateway_url,
+                "privacyUrl": s.privacy_url or gateway_url,
+                "termsOfUseUrl": s.terms_url or gateway_url,
+            },
+            "name": {"short": s.bot_name, "full": s.bot_name},
+            "description": {"short": s.bot_description, "full": s.bot_description},
+            "icons": {"color": "color.png", "outline": "outline.png"},
+            "accentColor": "#{:02X}{:02X}{:02X}".format(*ACCENT),
+            "bots": [
+                {
+                    "botId": s.app_id,
+                    "scopes": ["personal", "team", "groupChat"],
+                    "supportsFiles": False,
+                    "isNotificationOnly": False,
+                }
+            ],
+            "permissions": ["identity", "messageTeamMembers"],
+            "validDomains": [host],
+        }
+
+    def app_package(self, gateway_url: str) -> bytes:
+        """``switchboard channels package activity``: the zip to upload to Teams."""
+        return app_zip(json.dumps(self.manifest(gateway_url), indent=2))
+
+
+def _is_guid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
