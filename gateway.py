@@ -39,7 +39,7 @@ def build_app(
     app = web.Application(client_max_size=settings.gateway.max_body_bytes, middlewares=[safety_net])
     app[SETTINGS] = settings
     app[REGISTRY] = registry if registry is not None else build_registry(settings)
-    app[LIMITS] = Limits(settings.limits)
+    app[LIMITS] = Limits(settings.limits, settings.linking)
 
     async def temporal_ctx(app: web.Application) -> AsyncIterator[None]:
         # Lazy: the gateway starts (and answers 503) even while Temporal is still down.

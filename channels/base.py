@@ -56,6 +56,7 @@ class InboundHttp:
     received_at: float
     tenant: str = "default"
     cookies: Mapping[str, str] = field(default_factory=dict)
+    remote: str = ""  # the peer's address as the gateway saw it (a proxy's, behind one)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from hosting.tokens import TokenClaims, issue
 from routes.errors import UNAVAILABLE_ERRORS, error, unavailable
 from routes.intake import build_submission, submit
 from routes.keys import CLIENT, LIMITS, REGISTRY, SETTINGS
+from workflows.commands import parse_command
 
 log = get_logger("switchboard.gateway")
 QUEUE_RETRY_S = 30.0  # a full queue drains at the agent's pace: ask for a patient retry
@@ -72,6 +73,7 @@ async def receive(
             received_at=time.time(),
             tenant=settings.gateway.tenant,
             cookies=request.cookies,
+            remote=request.remote or "",
         )
     )
     if isinstance(outcome, Refused):
@@ -97,7 +99,14 @@ def admit(
         INBOUND.labels(channel.name, decision.value).inc()
         log.info("inbound not admitted", channel=channel.name, decision=decision.value)
         return to_response(channel.refuse(message))
-    wait = request.app[LIMITS].messages.take(Caller(channel.name, message.user_id).key)
+    limits = request.app[LIMITS]
+    caller = Caller(channel.name, message.user_id).key
+    wait = limits.messages.take(caller)
+    command = parse_command(message.text)
+    if not wait and command is not None and command.name == "link" and command.argument:
+        wait = limits.link_attempts.take(caller)
+        if not wait and channel.pull:
+            wait = limits.link_attempts_by_address.take(request.remote or "")
     if wait > 0:
         INBOUND.labels(channel.name, "rate_limited").inc()
         log.info("inbound rate limited", channel=channel.name, retry_after_s=round(wait, 1))

@@ -12,7 +12,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from hosting.settings import LimitSettings
+from hosting.settings import LimitSettings, LinkingSettings
 
 
 class TokenBuckets:
@@ -83,11 +83,26 @@ class Slots:
                 del self._open[key]
 
 
-class Limits:
-    """The gateway's limits, built once from ``[limits]``."""
+# A network address is shared by everyone behind one NAT or proxy: it gets this many times
+# an account's link attempts.
+ADDRESS_LINK_FACTOR = 4
 
-    def __init__(self, settings: LimitSettings) -> None:
+
+class Limits:
+    """The gateway's limits, built once from ``[limits]`` and ``[linking]``."""
+
+    def __init__(self, settings: LimitSettings, linking: LinkingSettings) -> None:
         self.messages = TokenBuckets(
             settings.messages_per_minute / 60.0, settings.message_burst, settings.tracked_identities
         )
         self.streams = Slots(settings.streams_per_identity, settings.streams_per_process)
+        # Link codes guessed per account (not per session, which a new conversation renews)
+        # and, where callers are end users themselves, per network address (a new browser
+        # cookie is a new account for free).
+        per_s = linking.max_attempts / linking.code_ttl_s
+        self.link_attempts = TokenBuckets(per_s, linking.max_attempts, settings.tracked_identities)
+        self.link_attempts_by_address = TokenBuckets(
+            per_s * ADDRESS_LINK_FACTOR,
+            linking.max_attempts * ADDRESS_LINK_FACTOR,
+            settings.tracked_identities,
+        )

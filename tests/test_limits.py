@@ -9,7 +9,7 @@ import pytest
 from routes.keys import VIEWS
 from routes.limits import Slots, TokenBuckets, TooMany
 from tests.conftest import Stack
-from tests.support import eventually
+from tests.support import eventually, webhook_headers, webhook_message
 from tests.test_web_channel import open_page, post
 
 
@@ -73,3 +73,29 @@ async def test_a_browser_gets_429_beyond_its_streams_and_streams_share_one_polle
     assert again.status == 200
     again.close()
     await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [{"channels": {"web": {}}, "linking": {"max_attempts": 1}}],
+    indirect=True,
+)
+async def test_link_guesses_are_counted_per_account_and_per_address_not_per_session(
+    stack: Stack,
+) -> None:
+    """A new conversation or a new browser cookie does not buy fresh guesses."""
+    statuses = []
+    for i, conversation in enumerate(["c1", "c2"]):  # two sessions of one webhook account
+        body = webhook_message("guesser", conversation, "/link AAAA-BBBB", kind="group")
+        resp = await stack.http.post(
+            "/channels/webhook", data=body, headers=webhook_headers(body, f"guess_{i}")
+        )
+        statuses.append(resp.status)
+    assert statuses == [202, 429]
+    web = []
+    for _ in range(5):  # five fresh browsers from one address: the address has 4 guesses
+        stack.http.session.cookie_jar.clear()
+        csrf = await open_page(stack.http)
+        status, _, _ = await post(stack.http, csrf, "/link CCCC-DDDD")
+        web.append(status)
+    assert web == [202, 202, 202, 202, 429]
