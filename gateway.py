@@ -14,7 +14,7 @@ from aiohttp import web
 from temporalio.client import Client
 
 from channels.catalog import load_settings
-from channels.registry import ChannelRegistry, build_registry
+from channels.registry import ChannelRegistry, build_registry, open_to_everyone
 from hosting.logs import configure_logging, get_logger
 from hosting.policy import check_policy
 from hosting.settings import ConfigError, Settings
@@ -70,6 +70,12 @@ def main() -> None:
         sys.exit(f"switchboard gateway: configuration error: {exc}")
     configure_logging(settings.gateway.log_format)
     app = build_app(settings, registry=registry)
+    for name in open_to_everyone(registry, settings):
+        log.warning(
+            "channel open to everyone: anyone who can reach it can run the agent "
+            "(set allow_native_ids, allow_claims or require_link, or authorization.default)",
+            channel=name,
+        )
     log.info(
         "gateway starting",
         url=settings.gateway.public_url,

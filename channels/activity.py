@@ -192,6 +192,7 @@ def message_key(channel_id: str, conversation_id: str, activity_id: str) -> str:
 
 class ActivityChannel(BaseChannel):
     name = "activity"
+    verified_claims = frozenset({"tid", "aadObjectId"})  # from the verified activity
 
     def __init__(
         self, *, settings: ActivityChannelSettings, clock: Callable[[], float] = time.monotonic

@@ -99,6 +99,10 @@ class Channel(Protocol):
     name: str
     pull: bool
     """True for channels whose callers fetch replies (web page, HTTP API): nothing is pushed."""
+    verified_claims: frozenset[str]
+    """Claim names the adapter verifies and puts on requests (what ``allow_claims`` can use)."""
+    public: bool
+    """Anyone on the platform can reach it (False where callers hold a credential we issued)."""
 
     @property
     def settings(self) -> ChannelSettings:
@@ -139,6 +143,8 @@ class BaseChannel:
 
     name: str = ""
     pull: bool = False
+    verified_claims: frozenset[str] = frozenset()
+    public: bool = True
 
     def __init__(self, *, settings: ChannelSettings) -> None:
         self.settings = settings

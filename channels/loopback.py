@@ -69,6 +69,7 @@ class LoopbackChannelSettings(ChannelSettings):
 
 class LoopbackChannel(BaseChannel):
     name = "loopback"
+    public = False  # callers hold a secret or key this deployment issued
 
     def __init__(self, *, settings: LoopbackChannelSettings, outbox: Outbox | None = None) -> None:
         super().__init__(settings=settings)

@@ -48,5 +48,33 @@ def build_channel(name: str, section: ChannelSettings, settings: Settings) -> Ch
 def build_registry(settings: Settings) -> ChannelRegistry:
     registry = ChannelRegistry()
     for name, section in settings.channels.configured().items():
-        registry.register(build_channel(name, section, settings))
+        channel = build_channel(name, section, settings)
+        check_claims(name, channel)
+        registry.register(channel)
     return registry
+
+
+def check_claims(name: str, channel: Channel) -> None:
+    """An ``allow_claims`` rule on a claim the adapter never verifies would deny everyone."""
+    unknown = sorted(set(channel.settings.allow_claims) - channel.verified_claims)
+    if unknown:
+        produced = ", ".join(sorted(channel.verified_claims)) or "none"
+        raise ConfigError(
+            f"channels.{name}.allow_claims: {', '.join(unknown)} is never verified by this "
+            f"channel (claims it produces: {produced})"
+        )
+
+
+def open_to_everyone(registry: ChannelRegistry, settings: Settings) -> list[str]:
+    """Public channels whose policy admits anyone who finds them (worth a warning at start)."""
+    return [
+        channel.name
+        for channel in registry
+        if channel.public
+        and settings.authorization.default == "allow"
+        and not (
+            channel.settings.allow_native_ids
+            or channel.settings.allow_claims
+            or channel.settings.require_link
+        )
+    ]

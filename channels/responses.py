@@ -80,6 +80,7 @@ class ResponsesChannelSettings(ChannelSettings):
 
 class ResponsesChannel(BaseChannel):
     name = "responses"
+    public = False  # callers hold a secret or key this deployment issued
     pull = True
     surface = Surface.RESPONSES_API
 

@@ -71,6 +71,7 @@ class WebhookChannelSettings(ChannelSettings):
 
 class WebhookChannel(BaseChannel):
     name = "webhook"
+    public = False  # callers hold a secret or key this deployment issued
 
     def __init__(self, *, settings: WebhookChannelSettings) -> None:
         super().__init__(settings=settings)

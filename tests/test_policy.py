@@ -50,3 +50,38 @@ def test_a_deny_everyone_configuration_is_refused_at_start() -> None:
         },
     )
     check_policy(ok)
+
+
+def test_allow_claims_on_a_channel_that_never_verifies_them_is_refused_at_start() -> None:
+    from channels.registry import build_registry
+
+    settings = make_settings(
+        "q", "127.0.0.1:1", channels={"loopback": {"allow_claims": {"tid": ["t1"]}}}
+    )
+    with pytest.raises(ConfigError) as refused:
+        build_registry(settings)
+    assert str(refused.value) == (
+        "channels.loopback.allow_claims: tid is never verified by this channel "
+        "(claims it produces: none)"
+    )
+
+
+def test_public_channels_open_to_everyone_are_listed_for_a_warning() -> None:
+    from channels.registry import build_registry, open_to_everyone
+
+    settings = make_settings(
+        "q",
+        "127.0.0.1:1",
+        channels={
+            "loopback": {},
+            "webhook": {"secret": WEBHOOK_SECRET},
+            "web": {},
+            "telegram": {"bot_token": "1:x", "secret_token": "s", "allow_native_ids": ["42"]},
+        },
+    )
+    # The web page is public; the webhook and loopback callers hold our secrets; telegram has
+    # an allowlist.
+    assert open_to_everyone(build_registry(settings), settings) == ["web"]
+    closed = make_settings("q", "127.0.0.1:1", authorization={"default": "deny"},
+                           channels={"web": {"require_link": True}})  # fmt: skip
+    assert open_to_everyone(build_registry(closed), closed) == []
