@@ -1,8 +1,10 @@
-"""Continuation tokens: opaque to callers, URL-safe, HMAC-signed, expiring, bound to a caller.
+"""Continuation tokens: opaque, URL-safe, encrypted, expiring, bound to a caller.
 
-A token names one run for one caller in one tenant until it expires. Every check is local and
-the signature is always computed, so a forged, expired or someone else's token is refused in
-the same time, and the caller gets the same 404 for all of them.
+A token names one run for one caller in one tenant until it expires. Its claims are sealed with
+AES-256-GCM under a key derived from the signing key, with tenant and caller as associated
+data: nobody can read which run (or whose conversation) a token names, and another caller's
+token fails to open exactly like a forged one. Every check is local, and the caller gets the
+same 404 for forged, expired and foreign tokens.
 """
 
 from __future__ import annotations
@@ -11,6 +13,12 @@ import base64
 import hashlib
 import hmac
 import json
+import os
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from hosting.models import Frozen
 
@@ -42,26 +50,49 @@ def _mac(key: bytes, body: str, tenant: str, caller: str) -> str:
     return _b64(hmac.new(key, signed, hashlib.sha256).digest())
 
 
+def _sealing_key(key: bytes) -> AESGCM:
+    derived = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"switchboard continuation token"
+    ).derive(key)
+    return AESGCM(derived)
+
+
+def _context(tenant: str, caller: str) -> bytes:
+    return f"continuation:{tenant}:{caller}".encode()
+
+
 def issue(key: bytes, claims: TokenClaims) -> str:
-    body = _b64(
-        json.dumps(
-            [claims.run_id, claims.expires_at, claims.conversation], separators=(",", ":")
-        ).encode()
-    )
-    return f"{PREFIX}{body}.{_mac(key, body, claims.tenant, claims.caller)}"
+    body = json.dumps(
+        [claims.run_id, claims.expires_at, claims.conversation], separators=(",", ":")
+    ).encode()
+    nonce = os.urandom(12)
+    sealed = _sealing_key(key).encrypt(nonce, body, _context(claims.tenant, claims.caller))
+    return f"{PREFIX}{_b64(nonce)}.{_b64(sealed)}"
 
 
 def verify(key: bytes, token: str, *, tenant: str, caller: str, now: float) -> TokenClaims | None:
     """The claims if the token is genuine, unexpired and this caller's; otherwise None."""
     if len(token) > MAX_TOKEN_CHARS or not token.isascii():
         return None  # bounded before anything is decoded
-    body, _, mac = token.removeprefix(PREFIX).partition(".")
-    genuine = hmac.compare_digest(mac.encode(), _mac(key, body, tenant, caller).encode())
+    first, _, second = token.removeprefix(PREFIX).partition(".")
     try:
-        run_id, exp, conv = json.loads(_unb64(body))
+        nonce = _unb64(first)
+        if len(nonce) == 12:
+            body = _sealing_key(key).decrypt(nonce, _unb64(second), _context(tenant, caller))
+        else:
+            body = _signed_body(key, first, second, tenant, caller)
+        run_id, exp, conv = json.loads(body)
         claims = TokenClaims(
             run_id=run_id, tenant=tenant, caller=caller, expires_at=exp, conversation=conv
         )
-    except (ValueError, TypeError):
+    except (InvalidTag, ValueError, TypeError):
         return None
-    return claims if genuine and now < claims.expires_at else None
+    return claims if now < claims.expires_at else None
+
+
+def _signed_body(key: bytes, body: str, mac: str, tenant: str, caller: str) -> bytes:
+    """Tokens issued before they were encrypted (signed, readable); accepted until they
+    expire, ``runs.continuation_s`` after the upgrade at the latest."""
+    if not hmac.compare_digest(mac.encode(), _mac(key, body, tenant, caller).encode()):
+        raise ValueError("not genuine")
+    return _unb64(body)

@@ -53,3 +53,24 @@ def test_huge_or_non_ascii_tokens_are_refused_without_decoding() -> None:
     assert verify(key, "resp_é.é", tenant="t", caller="c", now=0) is None
     nested = "resp_" + "W" * 3000 + ".x"
     assert verify(key, nested, tenant="t", caller="c", now=0) is None
+
+
+def test_a_token_reveals_neither_its_run_nor_its_conversation() -> None:
+    claims = CLAIMS.model_copy(update={"conversation": "alice@example.com"})
+    token = issue(KEY, claims)
+    raw = b"".join(
+        base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+        for part in token.removeprefix("resp_").split(".")
+    )
+    assert b"run/default" not in raw and b"example.com" not in raw
+    assert issue(KEY, claims) != token  # a fresh nonce each time
+    assert verify(KEY, token, tenant="default", caller="responses:alice", now=1_000) == claims
+
+
+def test_signed_tokens_from_before_encryption_still_verify_until_they_expire() -> None:
+    from hosting.tokens import _b64, _mac
+
+    body = _b64(b'["run/default/responses/abc",2000,null]')
+    legacy = f"resp_{body}.{_mac(KEY, body, 'default', 'responses:alice')}"
+    assert verify(KEY, legacy, tenant="default", caller="responses:alice", now=1_000) == CLAIMS
+    assert verify(KEY, legacy, tenant="default", caller="responses:bob", now=1_000) is None
