@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.harness import drive, machine, rss_mb, stack, webhook_request
+from bench.harness import drive, machine, rss_mb, stack, webhook_request, webhook_session_id
 
 
 async def send(http: aiohttp.ClientSession, url: str, user: str, text: str) -> str:
@@ -41,9 +41,7 @@ async def main(args: argparse.Namespace) -> None:
                 await st.client.get_workflow_handle(f"run/default/webhook/{m}").fetch_history()
                 for m in ids
             ]
-            session = await st.client.get_workflow_handle(
-                f"session/default/webhook:{user}"
-            ).fetch_history()
+            session = await st.client.get_workflow_handle(webhook_session_id(user)).fetch_history()
             run_events = sum(len(h.events) for h in runs) / len(runs)
             run_bytes = sum(sum(e.ByteSize() for e in h.events) for h in runs) / len(runs)
             report["per_run"] = {
@@ -96,9 +94,7 @@ async def main(args: argparse.Namespace) -> None:
             await st.receiver.wait_for(sent, timeout=900)
             await asyncio.sleep(1)
             sizes = []
-            async for wf in st.client.list_workflows(
-                f'WorkflowId = "session/default/webhook:{user}"'
-            ):
+            async for wf in st.client.list_workflows(f'WorkflowId = "{webhook_session_id(user)}"'):
                 h = await st.client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
                 sizes.append(len(h.events))
             report["long_conversation"] = {

@@ -20,7 +20,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.worker import Worker
 
 from bench.floor import FloorWorkflow, floor_step
-from bench.harness import drive, machine, percentiles, stack, webhook_request
+from bench.harness import drive, machine, percentiles, stack, webhook_request, webhook_session_id
 
 
 async def breakdown(client: Any, sampled: list[tuple[str, str]]) -> dict[str, float]:
@@ -48,9 +48,7 @@ async def breakdown(client: Any, sampled: list[tuple[str, str]]) -> dict[str, fl
         stages["agent_activity"].append(agent)
         stages["delivery"].append(push)
         stages["run_total"].append((completed[1].event_time.ToDatetime() - start).total_seconds())
-        session = await client.get_workflow_handle(
-            f"session/default/webhook:{user}"
-        ).fetch_history()
+        session = await client.get_workflow_handle(webhook_session_id(user)).fetch_history()
         accepted = next(
             e
             for e in session.events

@@ -394,3 +394,12 @@ def machine() -> dict[str, Any]:
         "load_avg_1m_at_start": round(load[0], 2),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
+
+
+def webhook_session_id(user: str) -> str:
+    """The session of a direct webhook conversation under the benchmark's keys."""
+    from hosting.ids import isolation_key, session_workflow_id
+
+    identity_key = SecuritySettings(signing_key=SIGNING_KEY).identity_key_bytes()
+    key = isolation_key("per_user", "webhook", user, user, identity_key=identity_key)
+    return session_workflow_id("default", key)

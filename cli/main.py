@@ -195,7 +195,7 @@ async def _links(settings: Settings, args: argparse.Namespace) -> int:
         print(f"links of {session_id} revoked")
         return 0
     links = await show_links(client, session_id)
-    key = settings.security.signing_key_bytes()
+    key = settings.security.identity_key_bytes()
     print(f"session      {session_id}")
     print(f"alias of     {links.alias_of or '-'}")
     for account in links.linked:  # hashes, not ids: support sees structure, not identities

@@ -53,7 +53,13 @@ async def replay_dead_letters(
 
 def session_id_for(settings: Settings, channel: str, user_id: str, conversation: str | None,
                    scope: Scope) -> str:  # fmt: skip
-    key = isolation_key(scope, channel, user_id, conversation or user_id)
+    key = isolation_key(
+        scope,
+        channel,
+        user_id,
+        conversation or user_id,
+        identity_key=settings.security.identity_key_bytes(),
+    )
     return session_workflow_id(settings.gateway.tenant, key)
 
 
@@ -69,7 +75,7 @@ async def revoke_links(client: Client, session_id: str) -> None:
 async def purge_identity(client: Client, settings: Settings, session_id: str) -> list[str]:
     """Delete the session and every run of one isolation key, found by its keyed hash."""
     key = session_id.split("/", 2)[2]
-    hashed = identity_hash(settings.security.signing_key_bytes(), key)
+    hashed = identity_hash(settings.security.identity_key_bytes(), key)
     query = f'{sa.IDENTITY_HASH.name} = "{hashed}"'
     deleted: list[str] = []
     async for wf in client.list_workflows(query):

@@ -53,16 +53,28 @@ class Caller:
 Scope = Literal["per_user", "per_user_per_conversation", "per_conversation"]
 
 
-def isolation_key(scope: Scope, channel: str, user_id: str, conversation_id: str) -> str:
-    """The session a message belongs to, following the channel's conversation scope."""
+def pseudonym(identity_key: bytes, kind: str, value: str) -> str:
+    """A platform id as it may appear where anyone with Temporal access can read it (workflow
+    ids, search attributes): a keyed hash, stable for as long as the identity key is."""
+    digest = hmac.new(identity_key, f"{kind}\x00{value}".encode(), hashlib.sha256)
+    return digest.hexdigest()[:24]
+
+
+def isolation_key(
+    scope: Scope, channel: str, user_id: str, conversation_id: str, *, identity_key: bytes
+) -> str:
+    """The session a message belongs to, following the channel's conversation scope; user and
+    conversation appear only as pseudonyms."""
     check_component(channel, "channel")
     check_component(user_id, "user id")
     check_component(conversation_id, "conversation id")
+    user = pseudonym(identity_key, f"user:{channel}", user_id)
+    conversation = pseudonym(identity_key, f"conversation:{channel}", conversation_id)
     if scope == "per_user":
-        return f"{channel}:{user_id}"
+        return f"{channel}:{user}"
     if scope == "per_user_per_conversation":
-        return f"{channel}:{user_id}@{conversation_id}"
-    return f"{channel}@{conversation_id}"
+        return f"{channel}:{user}@{conversation}"
+    return f"{channel}@{conversation}"
 
 
 def session_workflow_id(tenant: str, key: str) -> str:

@@ -13,12 +13,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -105,6 +108,11 @@ class WorkerSettings(_Section):
 
 class SecuritySettings(_Section):
     signing_key: SecretStr = SecretStr("")
+    identity_key: SecretStr = Field(
+        default=SecretStr(""),
+        description="keys the pseudonyms of user and conversation ids in workflow ids and "
+        "search attributes; unset: derived from signing_key (set it before rotating that)",
+    )
     codec_keys: list[SecretStr] = Field(default_factory=list)
     codec_support_tokens: list[SecretStr] = Field(
         default_factory=list, description="bearer tokens that decode with content redacted"
@@ -119,12 +127,12 @@ class SecuritySettings(_Section):
         default_factory=list, description="Web UI origins allowed to call the codec server"
     )
 
-    @field_validator("signing_key")
+    @field_validator("signing_key", "identity_key")
     @classmethod
-    def _signing_key_is_base64(cls, value: SecretStr) -> SecretStr:
+    def _key_is_base64(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
         raw = value.get_secret_value()
-        if raw and len(decode_b64(raw, "signing_key")) < 32:
-            raise ValueError("signing_key must decode to at least 32 bytes")
+        if raw and len(decode_b64(raw, str(info.field_name))) < 32:
+            raise ValueError(f"{info.field_name} must decode to at least 32 bytes")
         return value
 
     @field_validator("codec_keys")
@@ -141,6 +149,17 @@ class SecuritySettings(_Section):
 
     def signing_key_bytes(self) -> bytes:
         return base64.b64decode(self.signing_key.get_secret_value())
+
+    def identity_key_bytes(self) -> bytes:
+        """The explicit identity key, or one derived from the signing key (HKDF), so existing
+        configurations keep their sessions; rotating the signing key then moves every
+        conversation to a new session, which an explicit identity key prevents."""
+        raw = self.identity_key.get_secret_value()
+        if raw:
+            return base64.b64decode(raw)
+        return HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"switchboard identity key"
+        ).derive(self.signing_key_bytes())
 
     def codec_key_pairs(self) -> list[tuple[str, bytes]]:
         return [parse_codec_key(k.get_secret_value()) for k in self.codec_keys]

@@ -13,7 +13,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -65,8 +64,11 @@ def issue(key: bytes, claims: TokenClaims) -> str:
     body = json.dumps(
         [claims.run_id, claims.expires_at, claims.conversation], separators=(",", ":")
     ).encode()
-    nonce = os.urandom(12)
-    sealed = _sealing_key(key).encrypt(nonce, body, _context(claims.tenant, claims.caller))
+    context = _context(claims.tenant, claims.caller)
+    # Synthetic nonce: the same claims seal to the same token (a retried create gets the same
+    # id back), and different claims never share a nonce.
+    nonce = hmac.new(key, b"token-nonce:" + context + b":" + body, hashlib.sha256).digest()[:12]
+    sealed = _sealing_key(key).encrypt(nonce, body, context)
     return f"{PREFIX}{_b64(nonce)}.{_b64(sealed)}"
 
 

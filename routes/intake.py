@@ -82,7 +82,11 @@ def build_submission(
 ) -> SubmitInput:
     """Raises :class:`hosting.ids.InvalidKey` when a component cannot go into an ID."""
     key = isolation_key(
-        channel.scope(request), request.channel, request.user_id, request.conversation_id
+        channel.scope(request),
+        request.channel,
+        request.user_id,
+        request.conversation_id,
+        identity_key=settings.security.identity_key_bytes(),
     )
     session_workflow_id(request.tenant, key)
     options = run_options(settings, channel.settings).model_copy(
@@ -94,7 +98,7 @@ def build_submission(
     return SubmitInput(
         request=request,
         isolation_key=key,
-        identity_hash=identity_hash(signing_key, key),
+        identity_hash=identity_hash(settings.security.identity_key_bytes(), key),
         options=options,
         caller=caller,
         link_code_hash=link_code_hash(signing_key, link_code) if link_code else None,

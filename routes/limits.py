@@ -83,8 +83,10 @@ class Slots:
                 del self._open[key]
 
 
-# A network address is shared by everyone behind one NAT or proxy: it gets this many times
-# an account's link attempts.
+# An account's budget across all its sessions: the session's own lockout (after max_attempts
+# wrong codes, with the usual answer) comes first; this catches guesses spread over
+# conversations. A network address is shared by everyone behind one NAT or proxy.
+ACCOUNT_LINK_FACTOR = 2
 ADDRESS_LINK_FACTOR = 4
 
 
@@ -100,7 +102,11 @@ class Limits:
         # and, where callers are end users themselves, per network address (a new browser
         # cookie is a new account for free).
         per_s = linking.max_attempts / linking.code_ttl_s
-        self.link_attempts = TokenBuckets(per_s, linking.max_attempts, settings.tracked_identities)
+        self.link_attempts = TokenBuckets(
+            per_s * ACCOUNT_LINK_FACTOR,
+            linking.max_attempts * ACCOUNT_LINK_FACTOR,
+            settings.tracked_identities,
+        )
         self.link_attempts_by_address = TokenBuckets(
             per_s * ADDRESS_LINK_FACTOR,
             linking.max_attempts * ADDRESS_LINK_FACTOR,

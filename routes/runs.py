@@ -37,11 +37,17 @@ async def pending_runs(client: Client, session_id: str) -> list[str] | None:
         return None
 
 
-def session_of(tenant: str, channel: Channel, user_id: str, conversation_id: str) -> str:
+def session_of(settings: Settings, channel: Channel, user_id: str, conversation_id: str) -> str:
     """The session a direct conversation of ``user_id`` on ``channel`` lives in, following the
     channel's configured scope (the same rule the adapter applies to inbound messages)."""
-    key = isolation_key(channel.direct_scope(), channel.name, user_id, conversation_id)
-    return session_workflow_id(tenant, key)
+    key = isolation_key(
+        channel.direct_scope(),
+        channel.name,
+        user_id,
+        conversation_id,
+        identity_key=settings.security.identity_key_bytes(),
+    )
+    return session_workflow_id(settings.gateway.tenant, key)
 
 
 async def cancel_run(client: Client, run_id: str, session_id: str | None) -> bool:
@@ -71,6 +77,7 @@ class RunAccess:
     run's view (``queued`` while it waits in its session), and the queue-aware cancel."""
 
     def __init__(self, settings: Settings, registry: ChannelRegistry, views: ViewWatchers) -> None:
+        self._settings = settings
         self._key = settings.security.signing_key_bytes()
         self._tenant = settings.gateway.tenant
         self._registry = registry
@@ -97,7 +104,7 @@ class RunAccess:
         channel = self._registry.get(caller.channel)
         if channel is None:
             return None
-        return session_of(self._tenant, channel, caller.user_id, claims.conversation)
+        return session_of(self._settings, channel, caller.user_id, claims.conversation)
 
     async def view(self, client: Client, claims: TokenClaims) -> RunView | None:
         """The run's view; for a run still waiting in its session's queue, a ``queued`` view."""

@@ -192,9 +192,7 @@ class WebChat:
     async def cancel(self, request: web.Request) -> web.Response:
         run_id = self._run_id(request, for_write=True)
         browser_id = self._channel.identity.browser_id(request.cookies) or ""
-        session_id = session_of(
-            self._settings.gateway.tenant, self._channel, browser_id, browser_id
-        )
+        session_id = session_of(self._settings, self._channel, browser_id, browser_id)
         if not await cancel_run(request.app[self._client_key], run_id, session_id):
             raise web.HTTPNotFound()
         return web.json_response({"status": "cancelling"}, status=202)

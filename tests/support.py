@@ -20,6 +20,7 @@ from temporalio.api.common.v1 import Payload
 from temporalio.service import RPCError, RPCStatusCode
 
 from channels.catalog import settings_from_dict
+from hosting.ids import Scope, isolation_key, session_workflow_id
 from hosting.settings import Settings
 
 SIGNING_KEY = base64.b64encode(b"s" * 32).decode()
@@ -183,3 +184,14 @@ def event_payloads(event: Message) -> list[Payload]:
 
     walk(event)
     return found
+
+
+def session_id(
+    channel: str, user: str, conversation: str | None = None, scope: Scope = "per_user"
+) -> str:
+    """The session workflow id of an account under the test settings' identity key."""
+    security = make_settings("x", "x").security
+    key = isolation_key(
+        scope, channel, user, conversation or user, identity_key=security.identity_key_bytes()
+    )
+    return session_workflow_id("default", key)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from temporalio.api.enums.v1 import EventType
 
 from tests.conftest import Stack
-from tests.support import webhook_headers, webhook_message
+from tests.support import session_id, webhook_headers, webhook_message
 
 
 async def test_long_session_continues_as_new_and_still_dedupes(stack: Stack) -> None:
@@ -19,7 +19,7 @@ async def test_long_session_continues_as_new_and_still_dedupes(stack: Stack) -> 
     received = await stack.receiver.wait_for(count, timeout=120)
     assert [r["text"] for r in received] == [f"echo: turn {i}" for i in range(count)]
 
-    handle = stack.client.get_workflow_handle("session/default/webhook:ivy")
+    handle = stack.client.get_workflow_handle(session_id("webhook", "ivy"))
     first_run = handle.id
     runs = [e async for e in stack.client.list_workflows(f'WorkflowId = "{first_run}"')]
     assert len(runs) >= 2, "the session never continued as new"

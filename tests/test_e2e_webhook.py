@@ -20,6 +20,7 @@ from tests.support import (
     Receiver,
     eventually,
     make_settings,
+    session_id,
     webhook_headers,
     webhook_message,
 )
@@ -134,7 +135,7 @@ async def test_bad_signature_is_401_and_starts_nothing(stack: Stack) -> None:
     for wid in (
         "run/default/webhook/msg_forged",
         "run/default/webhook/msg_stale",
-        "session/default/webhook:mallory",
+        session_id("webhook", "mallory"),
     ):
         try:
             await stack.client.get_workflow_handle(wid).describe()
@@ -238,7 +239,7 @@ async def test_caller_outside_the_allowlist_is_refused_and_starts_nothing(
         assert resp.status == 403
         assert await resp.json() == {"error": "forbidden"}
     with pytest.raises(RPCError, match="not found"):
-        await client.get_workflow_handle("session/default/webhook:stranger").describe()
+        await client.get_workflow_handle(session_id("webhook", "stranger")).describe()
 
 
 async def test_operator_replays_a_dead_letter_with_the_same_key(stack: Stack) -> None:
@@ -346,7 +347,7 @@ async def test_a_full_session_queue_refuses_with_429_and_accepts_again_later(
     # One running, two waiting; the fourth is refused and not remembered as seen.
     assert statuses == [202, 202, 202, 429], statuses
     assert (await stack.receiver.wait_for(1, timeout=30))[0]["text"] == "echo: turn 0"
-    session = stack.client.get_workflow_handle("session/default/webhook:queuer")
+    session = stack.client.get_workflow_handle(session_id("webhook", "queuer"))
 
     async def drained() -> bool:
         return len(await session.query("pending_runs", result_type=list[str])) < 2

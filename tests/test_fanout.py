@@ -7,7 +7,7 @@ import pytest
 from hosting.models import DeliveryState, RunView
 from hosting.settings import ConfigError
 from tests.conftest import Stack
-from tests.support import WEBHOOK_SECRET, eventually, make_settings
+from tests.support import WEBHOOK_SECRET, eventually, make_settings, session_id
 from tests.test_linking import links, loopback_say, new_code, webhook_say
 
 FANOUT = pytest.mark.parametrize(
@@ -37,7 +37,7 @@ async def test_reply_goes_to_every_linked_account(stack: Stack) -> None:
     assert len(stack.loopback.outbox.sent) == 1
 
     async def session_knows_link() -> bool:
-        return len((await links(stack, "session/default/loopback:fan")).linked) == 1
+        return len((await links(stack, session_id("loopback", "fan"))).linked) == 1
 
     await eventually(session_knows_link)
     run_id = await loopback_say(stack, "tell everyone", user="fan")

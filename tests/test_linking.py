@@ -8,11 +8,11 @@ import uuid
 
 from hosting.models import RunInput, SessionLinks
 from tests.conftest import Stack
-from tests.support import event_payloads, eventually, webhook_headers, webhook_message
+from tests.support import event_payloads, eventually, session_id, webhook_headers, webhook_message
 
 CODE = re.compile(r"\b([A-Z2-9]{4}-[A-Z2-9]{4})\b")
-LOOPBACK_SESSION = "session/default/loopback:ann"
-WEBHOOK_SESSION = "session/default/webhook:ann-w"
+LOOPBACK_SESSION = session_id("loopback", "ann")
+WEBHOOK_SESSION = session_id("webhook", "ann-w")
 
 
 async def loopback_say(stack: Stack, text: str, user: str = "ann", direct: bool = True) -> str:
@@ -119,7 +119,7 @@ async def test_wrong_codes_lock_out_and_answers_are_all_the_same(stack: Stack) -
     await webhook_say(stack, f"/link {good}", user="eve")
     received = await stack.receiver.wait_for(attempts + 1)
     assert received[-1]["text"] == "That code is not valid or has expired."
-    assert (await links(stack, "session/default/loopback:owner")).linked == []
+    assert (await links(stack, session_id("loopback", "owner"))).linked == []
 
 
 async def test_commands_stay_out_of_the_agent_transcript(stack: Stack) -> None:

@@ -19,7 +19,7 @@ from temporalio.worker import Replayer
 from hosting.converter import build_data_converter
 from hosting.models import RunView
 from tests.conftest import Stack
-from tests.support import eventually, make_settings, webhook_headers, webhook_message
+from tests.support import eventually, make_settings, session_id, webhook_headers, webhook_message
 from worker import WORKFLOWS, workflow_runner
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -49,7 +49,7 @@ async def test_fresh_histories_replay(stack: Stack) -> None:
         )
         assert resp.status == 202
     await stack.receiver.wait_for(2, timeout=60)
-    ids = ["session/default/webhook:replay"] + [f"run/default/webhook/replay_{i}" for i in range(3)]
+    ids = [session_id("webhook", "replay")] + [f"run/default/webhook/replay_{i}" for i in range(3)]
 
     async def settled() -> bool:
         views = [
@@ -115,7 +115,7 @@ async def test_every_workflow_type_replays(stack: Stack) -> None:
         return view.status.finished
 
     await eventually(finished)
-    ids = [one_off, dead_run, "session/default/loopback:rex", "session/default/webhook:rex-w"]
+    ids = [one_off, dead_run, session_id("loopback", "rex"), session_id("webhook", "rex-w")]
     async for wf in stack.client.list_workflows(
         f'TaskQueue = "{stack.settings.temporal.task_queue}" AND '
         '(WorkflowType = "LinkChallengeWorkflow" OR WorkflowType = "RedeliveryWorkflow")'

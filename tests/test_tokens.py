@@ -63,7 +63,8 @@ def test_a_token_reveals_neither_its_run_nor_its_conversation() -> None:
         for part in token.removeprefix("resp_").split(".")
     )
     assert b"run/default" not in raw and b"example.com" not in raw
-    assert issue(KEY, claims) != token  # a fresh nonce each time
+    assert issue(KEY, claims) == token  # the same claims: the same token (retries)
+    assert issue(KEY, claims.model_copy(update={"expires_at": 2_001})) != token
     assert verify(KEY, token, tenant="default", caller="responses:alice", now=1_000) == claims
 
 
