@@ -19,7 +19,7 @@ from hosting.logs import configure_logging, get_logger
 from hosting.policy import check_policy
 from hosting.settings import ConfigError, Settings
 from hosting.temporal_client import connect
-from routes import health, inbound, surfaces
+from routes import health, inbound, messages, surfaces
 from routes.codec import CodecServer
 from routes.errors import safety_net
 from routes.keys import CLIENT, HTTP, LIMITS, REGISTRY, SETTINGS
@@ -57,6 +57,7 @@ def build_app(
     if settings.security.codec_keys:
         CodecServer(settings.security).add_routes(app)
     surfaces.add_routes(app, settings, app[REGISTRY])
+    messages.add_routes(app, settings)  # /v1/messages, when [messages] api_keys is set
     return app
 
 

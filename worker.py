@@ -34,11 +34,18 @@ from hosting.temporal_client import (
     metrics_runtime,
 )
 from workflows.link import LinkChallengeWorkflow
+from workflows.message import ProactiveMessageWorkflow
 from workflows.redelivery import RedeliveryWorkflow
 from workflows.run import AgentRunWorkflow
 from workflows.session import SessionWorkflow
 
-WORKFLOWS = [SessionWorkflow, AgentRunWorkflow, LinkChallengeWorkflow, RedeliveryWorkflow]
+WORKFLOWS = [
+    SessionWorkflow,
+    AgentRunWorkflow,
+    LinkChallengeWorkflow,
+    RedeliveryWorkflow,
+    ProactiveMessageWorkflow,
+]
 log = get_logger("switchboard.worker")
 
 
@@ -69,7 +76,7 @@ async def build_worker(
     """A configured worker with its HTTP session; the caller runs it."""
     registry = registry if registry is not None else build_registry(settings)
     async with aiohttp.ClientSession() as http:
-        agent = AgentActivities(build_backend(settings.agent, http))
+        agent = AgentActivities(build_backend(settings.agent, http), client)
         delivery = DeliveryActivities(registry, http)
         linking = LinkActivities(client, settings.security.signing_key_bytes())
         redelivery = RedeliveryActivities(client)

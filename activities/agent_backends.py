@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
-from collections.abc import Awaitable, Callable
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 from temporalio.exceptions import ApplicationError
@@ -17,21 +18,38 @@ from channels.http_push import parse_retry_after
 from hosting.models import AgentReply, AgentRequest, Turn
 from hosting.settings import AgentSettings, ConfigError
 
+OnDelta = Callable[[str], Awaitable[None]]
+
+
+async def _ignore(delta: str) -> None:
+    return None
+
 
 class AgentBackend(Protocol):
-    async def reply(self, request: AgentRequest) -> AgentReply: ...
+    async def reply(self, request: AgentRequest, on_delta: OnDelta = _ignore) -> AgentReply:
+        """The whole answer; every piece of text is also passed to ``on_delta`` as soon as it
+        is produced (the concatenated deltas are the answer's text)."""
+        ...
 
 
 class EchoAgent:
-    """Answers ``echo: <text>``, optionally after ``delay_ms`` (a stand-in for a slow agent)."""
+    """Answers ``echo: <text>``, optionally after ``delay_ms`` (a stand-in for a slow agent),
+    streaming ``echo:`` and then each word with its leading space, ``stream_delay_ms`` apart."""
 
-    def __init__(self, delay_ms: int = 0) -> None:
+    def __init__(self, delay_ms: int = 0, stream_delay_ms: int = 0) -> None:
         self._delay = delay_ms / 1000
+        self._stream_delay = stream_delay_ms / 1000
 
-    async def reply(self, request: AgentRequest) -> AgentReply:
+    async def reply(self, request: AgentRequest, on_delta: OnDelta = _ignore) -> AgentReply:
         if self._delay:
             await asyncio.sleep(self._delay)
-        return AgentReply(text=f"echo: {request.text}")
+        text = f"echo: {request.text}"
+        pieces = ["echo:"] + [" " + word for word in request.text.split(" ")]
+        for index, piece in enumerate(pieces):
+            if index and self._stream_delay:
+                await asyncio.sleep(self._stream_delay)
+            await on_delta(piece)
+        return AgentReply(text=text)
 
 
 class OpenAIChatAgent:
@@ -51,11 +69,14 @@ class OpenAIChatAgent:
         messages.append({"role": "user", "content": request.text})
         return messages
 
-    async def reply(self, request: AgentRequest) -> AgentReply:
+    async def reply(self, request: AgentRequest, on_delta: OnDelta = _ignore) -> AgentReply:
         headers = {"content-type": "application/json"}
         if self._key:
             headers["authorization"] = f"Bearer {self._key}"
-        body = {"model": self._model, "messages": self._messages(request)}
+        body: dict[str, Any] = {"model": self._model, "messages": self._messages(request)}
+        if request.progress_every_ms:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
         try:
             async with self._http.post(
                 self._url, json=body, headers=headers, timeout=self._timeout
@@ -72,6 +93,8 @@ class OpenAIChatAgent:
                         type=AGENT_REJECTED,
                         non_retryable=True,
                     )
+                if body.get("stream"):
+                    return await _read_stream(resp, on_delta)
                 data = await resp.json(content_type=None)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise ApplicationError(f"agent server unreachable ({type(exc).__name__})") from None
@@ -91,7 +114,37 @@ class OpenAIChatAgent:
         )
 
 
-PythonAgentFn = Callable[[AgentRequest, list[Turn]], Awaitable[str | AgentReply]]
+async def _read_stream(resp: aiohttp.ClientResponse, on_delta: OnDelta) -> AgentReply:
+    """Chat Completions streaming: ``data: {chunk}`` lines until ``data: [DONE]``."""
+    parts: list[str] = []
+    usage: dict[str, Any] = {}
+    async for raw in resp.content:
+        line = raw.decode("utf-8", "replace").strip()
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            break
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            continue
+        usage = chunk.get("usage") or usage
+        for choice in chunk.get("choices") or []:
+            delta = (choice.get("delta") or {}).get("content")
+            if delta:
+                parts.append(delta)
+                await on_delta(delta)
+    return AgentReply(
+        text="".join(parts),
+        usage_input_tokens=usage.get("prompt_tokens"),
+        usage_output_tokens=usage.get("completion_tokens"),
+    )
+
+
+PythonAgentFn = Callable[
+    [AgentRequest, list[Turn]], Awaitable[str | AgentReply] | AsyncIterator[str]
+]
 
 
 class PythonAgent:
@@ -105,18 +158,29 @@ class PythonAgent:
             fn = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as exc:
             raise ConfigError(f"agent.callable: cannot load {target!r} ({exc})") from None
-        if not inspect.iscoroutinefunction(fn):
-            raise ConfigError(f"agent.callable: {target!r} must be an async function")
+        if not (inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)):
+            raise ConfigError(
+                f"agent.callable: {target!r} must be an async function or async generator"
+            )
         self._fn: PythonAgentFn = fn
 
-    async def reply(self, request: AgentRequest) -> AgentReply:
-        out = await self._fn(request, request.transcript)
-        return out if isinstance(out, AgentReply) else AgentReply(text=str(out))
+    async def reply(self, request: AgentRequest, on_delta: OnDelta = _ignore) -> AgentReply:
+        out = self._fn(request, request.transcript)
+        if isinstance(out, AsyncIterator):  # an async generator: its items are the deltas
+            parts = []
+            async for piece in out:
+                parts.append(str(piece))
+                await on_delta(str(piece))
+            return AgentReply(text="".join(parts))
+        result = await out
+        reply = result if isinstance(result, AgentReply) else AgentReply(text=str(result))
+        await on_delta(reply.text)
+        return reply
 
 
 def build_backend(settings: AgentSettings, http: aiohttp.ClientSession) -> AgentBackend:
     if settings.kind == "echo":
-        return EchoAgent(settings.delay_ms)
+        return EchoAgent(settings.delay_ms, settings.stream_delay_ms)
     if settings.kind == "openai":
         return OpenAIChatAgent(settings, http)
     if not settings.callable:

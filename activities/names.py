@@ -9,3 +9,7 @@ PUSH_REJECTED = "PushRejected"
 PUSH_UNAUTHORIZED = "PushUnauthorized"
 PUSH_EXPIRED = "PushExpired"
 NON_RETRYABLE_PUSH = [PUSH_REJECTED, PUSH_UNAUTHORIZED, PUSH_EXPIRED]
+
+# The agent activity signals its run with the answer so far (activities may not import
+# workflows, so the run's handler is registered under this name).
+AGENT_PROGRESS_SIGNAL = "agent_progress"

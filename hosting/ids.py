@@ -134,3 +134,12 @@ def identity_hash(signing_key: bytes, value: str) -> str:
 def delivery_key(run_id: str, destination: str, phase: str) -> str:
     """Idempotency key of one push; identical on every retry and on replay."""
     return f"{run_id}:{destination}:{phase}"
+
+
+def message_workflow_id(tenant: str, message_key: str) -> str:
+    """One proactive message: ``message/{tenant}/{message_key}``. The key is ``msg_`` plus
+    ``tuple_key(caller, Idempotency-Key)`` (or of a fresh id), so a retried request is the
+    same message and one caller's key never names another caller's message."""
+    return "/".join(
+        ("message", check_component(tenant, "tenant"), check_component(message_key, "message id"))
+    )

@@ -135,6 +135,7 @@ class RunOptions(Frozen):
     linking: LinkingPolicy = Field(default_factory=lambda: LinkingPolicy())
     target: ResponseTarget = Field(default_factory=ResponseTarget)
     max_fanout: int = 8
+    stream_every_ms: int = 0  # record the answer so far at most this often; 0: only at the end
     queue: QueueLimits = Field(default_factory=lambda: QueueLimits())
 
 
@@ -227,6 +228,10 @@ class RunView(Frozen):
     labels: dict[str, str] = Field(default_factory=dict)
     usage_input_tokens: int | None = None
     usage_output_tokens: int | None = None
+    # While the agent is still answering: the text so far, and where each recorded batch of
+    # it ends (readers number stream events by batch, so a reconnect resumes exactly).
+    partial_text: str | None = None
+    stream_ends: list[int] = Field(default_factory=list)
 
 
 class AgentRequest(Versioned):
@@ -235,6 +240,16 @@ class AgentRequest(Versioned):
     transcript: list[Turn] = Field(default_factory=list)
     channel: str
     identity_hash: str
+    # > 0: the activity records the reply so far in the run at most this often (a stream).
+    progress_every_ms: int = 0
+
+
+class AgentProgress(Versioned):
+    """One batch of an answer being produced, signalled to its run by the agent activity."""
+
+    attempt: int  # a retried activity starts its answer again
+    seq: int  # batches of one attempt, from 0
+    text: str
 
 
 class AgentReply(Versioned):
@@ -316,6 +331,14 @@ class SessionLinks(Frozen):
     linked: list[Identity] = Field(default_factory=list)
 
 
+class SessionContact(SessionLinks):
+    """Where a session's person can be reached: their home conversation (where they last
+    wrote from), the channel they used last, and the accounts linked to them."""
+
+    home: Identity | None = None
+    active_channel: str | None = None
+
+
 class LinkOutcome(Frozen):
     linked: bool
     initiator: Identity | None = None
@@ -330,3 +353,23 @@ class RedeliveryResult(Frozen):
     destination: str
     state: DeliveryState
     reason: str | None = None
+
+
+class MessageInput(Versioned):
+    """One proactive message (``POST /v1/messages``): no agent step, only delivery.
+
+    ``origin`` is where the message goes by default (the address given, or the person's home
+    conversation as their session recorded it); ``accounts`` and ``active_channel`` are the
+    session's, for ``active`` and ``all_linked``. Resolved in the workflow like a run's reply."""
+
+    message_id: str  # the workflow id, ``message/{tenant}/{key}``
+    tenant: str
+    caller: str  # the ``[messages].api_keys`` name that sent it
+    text: str = Field(min_length=1, max_length=100_000)
+    origin: ReplyAddress
+    target: ResponseTarget = Field(default_factory=ResponseTarget)
+    accounts: list[Identity] = Field(default_factory=list)
+    active_channel: str | None = None
+    delivery: DeliveryPolicy = Field(default_factory=DeliveryPolicy)
+    max_fanout: int = Field(default=8, ge=1)
+    continuation_s: float = Field(default=86400.0, gt=0)

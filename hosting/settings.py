@@ -190,6 +190,16 @@ class AgentSettings(_Section):
     )
     max_duration_s: float = Field(default=3600.0, gt=0)
     transcript_turns: int = Field(default=20, ge=0, le=500)
+    stream_delay_ms: int = Field(
+        default=0, ge=0, le=60_000, description="echo agent: pause between its streamed words"
+    )
+    stream_every_ms: int = Field(
+        default=250,
+        ge=0,
+        le=60_000,
+        description="how often a run records the answer so far, for live replies (each record "
+        "is one history event); 0 records only the final answer",
+    )
 
 
 class DeliverySettings(DeliveryPolicy):
@@ -272,6 +282,13 @@ class ChannelsSettings(_Section):
         return out
 
 
+class MessagesSettings(_Section):
+    """``[messages]``: bearer keys of application backends that send proactive messages
+    (``/v1/messages``), by the caller's name; the routes are mounted only when one is set."""
+
+    api_keys: dict[str, SecretStr] = Field(default_factory=dict)
+
+
 class Settings(BaseSettings):
     """The whole configuration. Build with :func:`load_settings`."""
 
@@ -294,6 +311,7 @@ class Settings(BaseSettings):
     linking: LinkingSettings = Field(default_factory=LinkingSettings)
     authorization: AuthorizationSettings = Field(default_factory=AuthorizationSettings)
     channels: ChannelsSettings = Field(default_factory=ChannelsSettings)
+    messages: MessagesSettings = Field(default_factory=MessagesSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -67,6 +67,7 @@ def run_options(settings: Settings, channel: ChannelSettings) -> RunOptions:
         multitask=channel.multitask,
         target=parse_target(channel.response_target),
         max_fanout=settings.delivery.max_fanout,
+        stream_every_ms=settings.agent.stream_every_ms,
         linking=LinkingPolicy.model_validate(settings.linking.model_dump()),
         queue=QueueLimits.model_validate(settings.sessions.model_dump()),
     )

@@ -7,6 +7,7 @@ follow the channel's multitask strategy. The response ``id`` is the continuation
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -33,6 +34,52 @@ from routes.keys import CLIENT, LIMITS
 from routes.limits import TooMany
 from routes.runs import RunAccess
 from routes.watch import fetch_view
+
+
+def stream_events(
+    token: str, view: RunView, created_at: float, labels: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    """Every stream event the run's state allows so far, each with its fixed sequence number:
+    the opening events, one delta per recorded batch of the answer, and once the run has
+    finished the rest of the text and the closing events."""
+    item_id = f"msg_{token[-24:]}"
+    head = {"item_id": item_id, "output_index": 0, "content_index": 0}
+    opening = response_object(token, None, created_at, labels) | {"status": "in_progress"}
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": opening},
+        {"type": "response.in_progress", "response": opening},
+        {"type": "response.output_item.added", "output_index": 0,
+         "item": {"type": "message", "id": item_id, "status": "in_progress",
+                  "role": "assistant", "content": []}},
+        {"type": "response.content_part.added", **head,
+         "part": {"type": "output_text", "text": "", "annotations": []}},
+    ]  # fmt: skip
+    finished = view.status.finished
+    source = (view.output_text or "") if finished else (view.partial_text or "")
+    start = 0
+    for end in view.stream_ends:
+        if end > len(source):
+            break
+        events.append({"type": "response.output_text.delta", **head,
+                       "delta": source[start:end], "logprobs": []})  # fmt: skip
+        start = end
+    if finished:
+        if start < len(source):
+            events.append({"type": "response.output_text.delta", **head,
+                           "delta": source[start:], "logprobs": []})  # fmt: skip
+        final = response_object(token, view, created_at, labels)
+        text = view.output_text or ""
+        part = {"type": "output_text", "text": text, "annotations": []}
+        events += [
+            {"type": "response.output_text.done", **head, "text": text, "logprobs": []},
+            {"type": "response.content_part.done", **head, "part": part},
+            {"type": "response.output_item.done", "output_index": 0,
+             "item": {"type": "message", "id": item_id, "status": "completed",
+                      "role": "assistant", "content": [part]}},
+            {"type": "response.completed" if view.status == RunStatus.COMPLETED
+             else "response.failed", "response": final},
+        ]  # fmt: skip
+    return [event | {"sequence_number": n} for n, event in enumerate(events)]
 
 
 def too_many_requests(retry_after_s: float) -> web.Response:
@@ -120,7 +167,7 @@ class ResponsesApi:
 
     # -- /v1/responses ---------------------------------------------------------------------
 
-    async def create(self, request: web.Request) -> web.Response:
+    async def create(self, request: web.Request) -> web.StreamResponse:
         caller = self._channel.caller(request.headers)
         if caller is None:
             return openai_error(401, "Incorrect API key provided.", "invalid_api_key")
@@ -137,11 +184,7 @@ class ResponsesApi:
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"]) or "body"
             return openai_error(400, f"{where}: {err['msg']}", "invalid_request")
-        if body.stream:
-            return openai_error(
-                400, "stream is not supported here; use background=true and poll.", "unsupported"
-            )
-        if body.background:
+        if body.background and not body.stream:
             return await self._create(request, caller, body)
         try:  # a foreground create holds its connection open until the run has finished
             with request.app[LIMITS].streams.hold(caller.key):
@@ -151,7 +194,7 @@ class ResponsesApi:
 
     async def _create(
         self, request: web.Request, caller: Caller, body: CreateResponse
-    ) -> web.Response:
+    ) -> web.StreamResponse:
         conversation: str | None = None
         seed: list[Turn] = []
         client = request.app[self._client_key]
@@ -234,6 +277,8 @@ class ResponsesApi:
                 conversation=chat.conversation_id,
             ),
         )
+        if body.stream:
+            return await self._stream(request, token, run_id, created, labels, after=-1)
         if body.background:
             view = await fetch_view(client, run_id)
         else:
@@ -253,10 +298,22 @@ class ResponsesApi:
         claims = self._access.claims(request.match_info["id"], caller)
         return token_not_found() if claims is None else claims
 
-    async def retrieve(self, request: web.Request) -> web.Response:
+    async def retrieve(self, request: web.Request) -> web.StreamResponse:
         claims = self._response_claims(request)
         if isinstance(claims, web.Response):
             return claims
+        if request.query.get("stream") == "true":
+            try:
+                after = int(request.query.get("starting_after", "-1"))
+            except ValueError:
+                return openai_error(400, "starting_after must be an integer", "invalid_request")
+            try:
+                with request.app[LIMITS].streams.hold(claims.caller):
+                    return await self._stream(
+                        request, request.match_info["id"], claims.run_id, 0, None, after=after
+                    )
+            except TooMany as exc:
+                return too_many_requests(exc.retry_after_s)
         view = await self._access.view(request.app[self._client_key], claims)
         if view is None:
             return token_not_found()
@@ -270,6 +327,45 @@ class ResponsesApi:
         if view is None:
             return token_not_found()
         return web.json_response(response_object(request.match_info["id"], view, 0, view.labels))
+
+    async def _stream(
+        self,
+        request: web.Request,
+        token: str,
+        run_id: str,
+        created: float,
+        labels: Mapping[str, str] | None,
+        *,
+        after: int,
+    ) -> web.StreamResponse:
+        """Server-Sent Events as the OpenAI SDK reads them, numbered from the run's durable
+        state: a reader that reconnects with ``starting_after`` gets exactly the rest."""
+        resp = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await resp.prepare(request)
+        client = request.app[self._client_key]
+        deadline = time.monotonic() + self._settings.agent.max_duration_s
+        with contextlib.suppress(ConnectionResetError):
+            async with self._access.views.follow(client, run_id) as watch:
+                seen = 0
+                while await watch.newer_than(seen, deadline - time.monotonic()):
+                    seen = watch.version
+                    view = watch.view
+                    if view is None:
+                        continue
+                    for event in stream_events(token, view, created, labels or view.labels):
+                        if event["sequence_number"] > after:
+                            data = json.dumps(event)
+                            await resp.write(f"event: {event['type']}\ndata: {data}\n\n".encode())
+                            after = event["sequence_number"]
+                    if view.status.finished:
+                        break
+        return resp
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/responses", self.create)

@@ -7,6 +7,7 @@ import shutil
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -42,8 +43,8 @@ def free_port() -> int:
     return port
 
 
-@pytest.fixture
-async def site(client: Client) -> AsyncIterator[str]:
+@asynccontextmanager
+async def serve_site(client: Client, agent: dict[str, int]) -> AsyncIterator[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     settings = make_settings(
@@ -51,7 +52,7 @@ async def site(client: Client) -> AsyncIterator[str]:
         temporal_address(client),
         gateway={"public_url": url},
         temporal={"ui_url": "http://127.0.0.1:8233"},
-        agent={"delay_ms": 1200},
+        agent=agent,
         channels={"web": {}},
     )
     registry = build_registry(settings)
@@ -64,6 +65,12 @@ async def site(client: Client) -> AsyncIterator[str]:
             yield url
         finally:
             await server.close()
+
+
+@pytest.fixture
+async def site(client: Client) -> AsyncIterator[str]:
+    async with serve_site(client, {"delay_ms": 1200}) as url:
+        yield url
 
 
 @pytest.fixture
@@ -157,3 +164,25 @@ async def test_phone_sized_window(site: str, browser: Browser) -> None:
     assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390 + 1
     await page.screenshot(path=str(ARTIFACTS / "web-chat-phone.png"))
     await context.close()
+
+
+async def test_a_reply_grows_word_by_word_in_the_page(client: Client, browser: Browser) -> None:
+    text = "one two three four five six"
+    async with serve_site(client, {"stream_delay_ms": 250, "stream_every_ms": 50}) as url:
+        page = await (await browser.new_context()).new_page()
+        await page.goto(url + "/")
+        await send(page, text)
+        reply = page.locator(".bubble.agent").nth(0)
+        seen: list[tuple[str, bool]] = []
+        for _ in range(400):
+            shown = await reply.text_content() or ""
+            streaming = "streaming" in (await reply.get_attribute("class") or "")
+            if not seen or seen[-1] != (shown, streaming):
+                seen.append((shown, streaming))
+            if shown == f"echo: {text}" and not streaming:
+                break
+            await page.wait_for_timeout(25)
+        partial = [shown for shown, streaming in seen if streaming]
+        assert len(set(partial)) >= 2, seen  # it grew in steps, shown while streaming
+        assert all(f"echo: {text}".startswith(p) and p != f"echo: {text}" for p in partial[:-1])
+        assert seen[-1] == (f"echo: {text}", False)

@@ -20,10 +20,11 @@ from temporalio.workflow import ParentClosePolicy
 with workflow.unsafe.imports_passed_through():
     from activities.agent import AgentActivities
     from activities.linking import LinkActivities
-    from activities.names import AGENT_REJECTED
+    from activities.names import AGENT_PROGRESS_SIGNAL, AGENT_REJECTED
     from hosting import search_attributes as sa
     from hosting.ids import delivery_key, link_workflow_id
     from hosting.models import (
+        AgentProgress,
         AgentReply,
         AgentRequest,
         DeliveryState,
@@ -70,6 +71,9 @@ class AgentRunWorkflow:
         self._command_effects = _CommandEffects()
         self._dead: dict[str, list[PushRequest]] = {}
         self._usage: tuple[int | None, int | None] = (None, None)
+        self._partial = ""
+        self._stream_ends: list[int] = []
+        self._stream_attempt = 0
 
     @workflow.run
     async def run(self, inp: RunInput) -> RunView:
@@ -106,6 +110,7 @@ class AgentRunWorkflow:
                     transcript=inp.transcript,
                     channel=request.channel,
                     identity_hash=inp.submit.identity_hash,
+                    progress_every_ms=opts.stream_every_ms,
                 ),
                 start_to_close_timeout=timedelta(seconds=opts.agent_timeout_s),
                 schedule_to_close_timeout=timedelta(seconds=opts.max_duration_s),
@@ -204,6 +209,17 @@ class AgentRunWorkflow:
     def dead_letter(self, destination: str) -> list[PushRequest]:
         """The pushes still owed to one destination, for an operator's redelivery."""
         return list(self._dead.get(destination, []))
+
+    @workflow.signal(name=AGENT_PROGRESS_SIGNAL)
+    def agent_progress(self, batch: AgentProgress) -> None:
+        """The answer so far, in batches; a retried agent attempt starts it again."""
+        if self._output is not None or batch.attempt < self._stream_attempt:
+            return
+        if batch.attempt > self._stream_attempt:
+            self._stream_attempt, self._partial, self._stream_ends = batch.attempt, "", []
+        if batch.seq == len(self._stream_ends):  # in order, once
+            self._partial += batch.text
+            self._stream_ends.append(len(self._partial))
 
     @workflow.signal(name=names.REDELIVERED_SIGNAL)
     def redelivered(self, status: DestinationStatus) -> None:
@@ -343,4 +359,6 @@ class AgentRunWorkflow:
             labels=self._inp.submit.labels,
             usage_input_tokens=self._usage[0],
             usage_output_tokens=self._usage[1],
+            partial_text=self._partial if self._output is None and self._partial else None,
+            stream_ends=list(self._stream_ends),
         )

@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
         RunFinished,
         RunInput,
         RunStatus,
+        SessionContact,
         SessionLinks,
         SessionState,
         SubmitInput,
@@ -305,6 +306,16 @@ class SessionWorkflow:
     @workflow.query
     def links(self) -> SessionLinks:
         return SessionLinks(alias_of=self._alias_of, linked=list(self._linked))
+
+    @workflow.query
+    def contact(self) -> SessionContact:
+        """For proactive messages: where to reach this session's person."""
+        return SessionContact(
+            alias_of=self._alias_of,
+            linked=list(self._linked),
+            home=self._home,
+            active_channel=self._active_channel,
+        )
 
     @workflow.query
     def pending_runs(self) -> list[str]:

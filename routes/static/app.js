@@ -52,7 +52,12 @@ function updateTurn(turn, state) {
   const status = state.status || "queued";
   if (state.output_text !== null && state.output_text !== undefined) {
     reply.textContent = state.output_text;
+    reply.classList.remove("pending", "streaming");
+  } else if (state.partial_text) {
+    // The reply grows as the agent produces it; "…" stays until the first words arrive.
+    reply.textContent = state.partial_text;
     reply.classList.remove("pending");
+    reply.classList.add("streaming");
   } else if (!RUNNING.has(status)) {
     reply.textContent = state.error || status;
   }

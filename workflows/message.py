@@ -1,0 +1,150 @@
+"""ProactiveMessageWorkflow: one message an application sends first (``POST /v1/messages``).
+
+ID ``message/{tenant}/{key}``. No agent step: it resolves the destinations exactly as a run
+resolves its reply's (``hosting.targets.resolve``), pushes to each through the same delivery
+code (``push_with_retries``: retry schedule, ``max_age_s``, dead letters), and keeps a view
+shaped like a run's, with the same ``view``/``dead_letter`` queries and ``redelivered`` signal,
+so ``switchboard dead-letters`` and ``RedeliveryWorkflow`` treat it as they treat runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from hosting import search_attributes as sa
+    from hosting.ids import delivery_key
+    from hosting.models import (
+        DeliveryState,
+        DestinationStatus,
+        MessageInput,
+        PushRequest,
+        ReplyAddress,
+        RunStatus,
+        RunView,
+    )
+    from hosting.targets import destination_label, resolve
+    from workflows import names
+    from workflows.delivery import PushFailed, push_with_retries
+
+LABELS_KIND = "message"
+
+
+@workflow.defn
+class ProactiveMessageWorkflow:
+    @workflow.init
+    def __init__(self, inp: MessageInput) -> None:
+        self._inp = inp
+        self._status = RunStatus.QUEUED
+        self._created_at: datetime = workflow.now()
+        self._updated_at: datetime = self._created_at
+        self._deliveries: dict[str, DestinationStatus] = {}
+        self._dead: dict[str, list[PushRequest]] = {}
+
+    @workflow.run
+    async def run(self, inp: MessageInput) -> RunView:
+        self._set_status(RunStatus.IN_PROGRESS)
+        destinations = resolve(
+            inp.target, inp.origin, inp.accounts, inp.active_channel, inp.max_fanout
+        )
+        deliveries = asyncio.ensure_future(
+            asyncio.gather(*(self._deliver(address) for address in destinations))
+        )
+        try:
+            await asyncio.shield(deliveries)
+        except asyncio.CancelledError:
+            # Accepted means sent: a cancel stops no delivery that has begun.
+            await deliveries
+        self._set_status(RunStatus.COMPLETED)
+        # Stay queryable (status, dead letters, replay) for the continuation window.
+        with contextlib.suppress(asyncio.CancelledError):
+            await workflow.sleep(timedelta(seconds=inp.continuation_s))
+        return self.view()
+
+    async def _deliver(self, address: ReplyAddress) -> None:
+        dest = destination_label(address)
+        self._mark(dest, DeliveryState.PENDING)
+        workflow.upsert_search_attributes(
+            [sa.DELIVERY_STATE.value_set(DeliveryState.PENDING.value)]
+        )
+        policy = self._inp.delivery
+        push = PushRequest(
+            idempotency_key=delivery_key(self._inp.message_id, dest, "response"),
+            run_id=self._inp.message_id,
+            phase="response",
+            address=address,
+            text=self._inp.text,
+            created_at=self._created_at,
+            max_age_s=policy.max_age_s,
+            policy=policy,
+        )
+        try:
+            result = await push_with_retries(push)
+        except PushFailed as failed:
+            self._dead[dest] = [push]
+            self._mark(
+                dest, DeliveryState.DEAD_LETTER, attempts=failed.attempts, reason=failed.reason
+            )
+            workflow.logger.warning(
+                "message delivery dead-lettered",
+                extra={"destination": dest, "reason": failed.reason},
+            )
+        else:
+            self._mark(dest, DeliveryState.DELIVERED, attempts=result.attempts)
+        workflow.upsert_search_attributes([sa.DELIVERY_STATE.value_set(self._delivery_summary())])
+
+    @workflow.query
+    def dead_letter(self, destination: str) -> list[PushRequest]:
+        """The push still owed to one destination, for an operator's redelivery."""
+        return list(self._dead.get(destination, []))
+
+    @workflow.signal(name=names.REDELIVERED_SIGNAL)
+    def redelivered(self, status: DestinationStatus) -> None:
+        """A redelivery reports back: the view and search attribute follow."""
+        self._updated_at = workflow.now()
+        self._deliveries[status.destination] = status
+        if status.state is DeliveryState.DELIVERED:
+            self._dead.pop(status.destination, None)
+        workflow.upsert_search_attributes([sa.DELIVERY_STATE.value_set(self._delivery_summary())])
+
+    def _set_status(self, status: RunStatus) -> None:
+        self._status = status
+        self._updated_at = workflow.now()
+        workflow.upsert_search_attributes([sa.RUN_STATUS.value_set(status.value)])
+
+    def _mark(
+        self, dest: str, state: DeliveryState, *, attempts: int = 0, reason: str | None = None
+    ) -> None:
+        self._updated_at = workflow.now()
+        self._deliveries[dest] = DestinationStatus(
+            destination=dest,
+            state=state,
+            attempts=attempts,
+            reason=reason,
+            updated_at=self._updated_at,
+        )
+
+    def _delivery_summary(self) -> str:
+        states = {d.state for d in self._deliveries.values()}
+        for state in (DeliveryState.DEAD_LETTER, DeliveryState.PENDING):
+            if state in states:
+                return state.value
+        return DeliveryState.DELIVERED.value if states else DeliveryState.SKIPPED.value
+
+    @workflow.query
+    def view(self) -> RunView:
+        """A run's view: ``output_text`` is the message; labels name its kind and caller."""
+        return RunView(
+            run_id=self._inp.message_id,
+            status=self._status,
+            channel=self._inp.origin.channel,
+            created_at=self._created_at,
+            updated_at=self._updated_at,
+            output_text=self._inp.text,
+            deliveries=list(self._deliveries.values()),
+            labels={"kind": LABELS_KIND, "caller": self._inp.caller},
+        )
