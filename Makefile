@@ -30,7 +30,7 @@ browser:
 # Benchmarks and resilience runs (minutes; loopback only). Figures go to .data/bench/.
 bench: install
 	mkdir -p .data/bench
-	for b in ingress e2e fanout cost baseline; do \
+	for b in ingress e2e fanout cost baseline streaming; do \
 	  $(PY) -m bench.$$b | tee .data/bench/$$b.log || exit 1; done
 
 chaos: install

@@ -447,6 +447,29 @@ class ActivityChannel(BaseChannel):
         """``switchboard channels package activity``: the zip to upload to Teams."""
         return app_zip(json.dumps(self.manifest(gateway_url), indent=2))
 
+    async def check_credentials(
+        self, http: aiohttp.ClientSession, url: str, timeout_s: float
+    ) -> tuple[bool, str, list[str]]:
+        """A client-credentials token fetch (app id and secret work) and a read of the OpenID
+        metadata inbound tokens are checked against. The messaging endpoint is Azure
+        configuration these credentials cannot read, so ``url`` is not checked."""
+        self._token.drop()  # prove the secret now, not with a token cached earlier
+        token = await self._token.bearer(http, timeout_s)
+        if isinstance(token, ChannelAck):
+            return False, f"token endpoint: {token.mode.value} ({token.detail or 'no detail'})", []
+        warnings: list[str] = []
+        try:
+            async with http.get(
+                self.settings.openid_metadata_url, timeout=aiohttp.ClientTimeout(total=timeout_s)
+            ) as resp:
+                metadata: Any = await resp.json(content_type=None) if resp.ok else None
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+            metadata = None
+            warnings.append(f"OpenID metadata unreachable ({type(exc).__name__})")
+        if not warnings and not (isinstance(metadata, dict) and metadata.get("jwks_uri")):
+            warnings.append("OpenID metadata has no jwks_uri: inbound activities would get 503")
+        return True, f"token issued by {urlsplit(self.settings.token_url).netloc}", warnings
+
 
 def _is_guid(value: str) -> bool:
     try:

@@ -263,5 +263,22 @@ class DescribesItself(Protocol):
     def dev_hints(self, gateway_url: str) -> list[str]: ...
 
 
+@runtime_checkable
+class ChecksCredentials(Protocol):
+    """Platforms with a cheap, read-only call that proves the credentials work;
+    ``switchboard doctor``."""
+
+    name: str
+
+    async def check_credentials(
+        self, http: aiohttp.ClientSession, url: str, timeout_s: float
+    ) -> tuple[bool, str, list[str]]:
+        """Ask the platform without changing anything there. ``url`` is where the platform
+        should send inbound requests (``gateway.public_url`` + ``/channels/<name>``). Returns
+        (the credentials work, the platform's answer in a few words, warnings). Must not raise,
+        and never puts a credential (or a URL that carries one) into the answer."""
+        ...
+
+
 def json_answer(status: int, body: object) -> HttpAnswer:
     return HttpAnswer(status=status, body=json.dumps(body).encode())

@@ -444,6 +444,39 @@ class DiscordChannel(BaseChannel):
                 return False, f"{what}: {result.status} {_error_message(result)}"
         return True, f"{len(COMMANDS)} commands registered, interactions endpoint set"
 
+    async def check_credentials(
+        self, http: aiohttp.ClientSession, url: str, timeout_s: float
+    ) -> tuple[bool, str, list[str]]:
+        """``GET /applications/@me`` with the bot token (read-only): the token works and
+        belongs to ``application_id``, the public key matches, the endpoint URL is ``url``."""
+        try:
+            async with http.get(
+                self._url("applications/@me"),
+                headers={"authorization": self._bot_headers()["authorization"]},
+                timeout=aiohttp.ClientTimeout(total=timeout_s),
+            ) as resp:
+                result = HttpResult(resp.status, {}, await resp.content.read(1 << 20))
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            return False, f"unreachable ({type(exc).__name__})", []
+        if not 200 <= result.status < 300:
+            return False, f"GET /applications/@me: {result.status} {_error_message(result)}", []
+        app: Any = result.json()
+        app = app if isinstance(app, dict) else {}
+        app_id = str(app.get("id", ""))
+        if app_id != self.settings.application_id:
+            return False, f"the bot token belongs to application {app_id}, not application_id", []
+        if str(app.get("verify_key", "")).lower() != self.settings.public_key:
+            return False, "public_key is not the application's (every interaction would be 401)", []
+        warnings: list[str] = []
+        endpoint = str(app.get("interactions_endpoint_url") or "")
+        if not endpoint:
+            warnings.append(
+                "no interactions endpoint URL: run `switchboard channels register discord`"
+            )
+        elif endpoint != url:
+            warnings.append(f"interactions endpoint is {endpoint}, expected {url}")
+        return True, f"application {str(app.get('name', ''))[:60]} ({app_id})", warnings
+
 
 def _error_message(result: HttpResult) -> str:
     """Discord's own words for a failed call: the message, and the first field error."""

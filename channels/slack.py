@@ -239,3 +239,14 @@ class SlackChannel(BaseChannel):
         return ChannelAck(
             mode=FailureMode.DELIVERED, platform_message_ids=sent, parts_delivered=len(sent)
         )
+
+    async def check_credentials(
+        self, http: aiohttp.ClientSession, url: str, timeout_s: float
+    ) -> tuple[bool, str, list[str]]:
+        """``auth.test`` with the bot token (read-only). Slack's request URL is app
+        configuration the bot token cannot read, so ``url`` is not checked."""
+        ack, body = await self._call(http, "auth.test", {}, timeout_s)
+        if not ack.ok:
+            return False, f"auth.test: {ack.mode.value} ({ack.detail or 'no detail'})", []
+        warnings = [] if body.get("bot_id") else ["the token is not a bot token (xoxb-...)"]
+        return True, f"auth.test: team {body.get('team', '?')} as {body.get('user', '?')}", warnings

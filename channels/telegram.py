@@ -239,3 +239,50 @@ class TelegramChannel(BaseChannel):
         async with http.post(self.api_url("setWebhook"), json=payload) as resp:
             answer: dict[str, Any] = await resp.json(content_type=None)
             return answer
+
+    async def check_credentials(
+        self, http: aiohttp.ClientSession, url: str, timeout_s: float
+    ) -> tuple[bool, str, list[str]]:
+        """``getMe`` (the token works, the username matches) and ``getWebhookInfo`` (the
+        webhook points at ``url`` and Telegram reports no delivery error). Read-only."""
+
+        async def call(method: str) -> tuple[int, dict[str, Any]]:
+            # The token is in the URL: only the status and Telegram's own words come back.
+            async with http.get(
+                self.api_url(method), timeout=aiohttp.ClientTimeout(total=timeout_s)
+            ) as resp:
+                body: Any = await resp.json(content_type=None)
+                return resp.status, body if isinstance(body, dict) else {}
+
+        try:
+            status, me = await call("getMe")
+            if not me.get("ok"):
+                return False, f"getMe: {status} {str(me.get('description', ''))[:120]}", []
+            status, hook = await call("getWebhookInfo")
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+            return False, f"unreachable ({type(exc).__name__})", []
+        bot: Any = me.get("result") or {}
+        username = str(bot.get("username", "")) if isinstance(bot, dict) else ""
+        warnings: list[str] = []
+        if self._bot and username.lower() != self._bot:
+            warnings.append(
+                f"bot_username is @{self._bot} but the token is @{username}: "
+                "group mentions will not match"
+            )
+        info: Any = hook.get("result") if hook.get("ok") else None
+        if not isinstance(info, dict):
+            warnings.append(f"getWebhookInfo: {status} {str(hook.get('description', ''))[:120]}")
+            return True, f"getMe: @{username}", warnings
+        registered = str(info.get("url") or "")
+        if not registered:
+            warnings.append("no webhook set: run `switchboard channels register telegram`")
+        elif registered != url:
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(registered)  # no query or user info: they may carry credentials
+            where = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+            warnings.append(f"webhook is {where}, expected {url}")
+        if info.get("last_error_message"):
+            warnings.append(f"last webhook error: {str(info['last_error_message'])[:160]}")
+        pending = info.get("pending_update_count", 0)
+        return True, f"getMe: @{username}; webhook: {pending} pending update(s)", warnings

@@ -1,23 +1,64 @@
 """``switchboard``: one command-line tool for developers and operators.
 
 Operator commands show metadata (statuses, delivery states, counts, hashes), never message
-content, so support can work without reading anyone's messages.
+content, so support can work without reading anyone's messages. With ``--json`` each prints
+one JSON document on stdout instead, holding the same information.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from channels.catalog import load_settings
 from hosting.settings import ConfigError, Settings
 
+if TYPE_CHECKING:
+    from temporalio.client import Client
 
-def _settings(require_keys: bool = True) -> Settings:
+
+class CommandError(Exception):
+    """Ends a command with ``switchboard: <message>`` on stderr (or as the JSON ``error``)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Report:
+    """What a command found: a JSON document, the same as text lines, and the exit code.
+
+    ``error`` goes to stderr in text mode and into the document's ``error`` with ``--json``."""
+
+    doc: dict[str, Any] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
+    code: int = 0
+    error: str | None = None
+
+
+def emit(report: Report, as_json: bool) -> int:
+    if as_json:
+        doc: dict[str, Any] = {"ok": report.code == 0, **report.doc}
+        if report.error:
+            doc["error"] = report.error.removeprefix("switchboard: ")
+        print(json.dumps(doc, indent=2, default=str))
+    else:
+        for line in report.lines:
+            print(line)
+        if report.error:
+            print(report.error, file=sys.stderr)
+    return report.code
+
+
+def _load_settings() -> Settings:
     # Locally, the configuration `switchboard dev` generated is the natural default.
     dev_config = Path(".data/switchboard.toml")
     user_config = Path("switchboard.toml")
@@ -27,22 +68,49 @@ def _settings(require_keys: bool = True) -> Settings:
         and dev_config.is_file()
     ):
         os.environ["SWITCHBOARD_CONFIG"] = str(dev_config)
+    return load_settings()
+
+
+def _settings(require_keys: bool = True) -> Settings:
     try:
-        settings = load_settings()
+        settings = _load_settings()
         if require_keys:
             settings.require_keys()
         return settings
     except ConfigError as exc:
-        sys.exit(f"switchboard: configuration error: {exc}")
+        raise CommandError(f"configuration error: {exc}") from None
 
 
-def cmd_dev(args: argparse.Namespace) -> int:
+def _run(coro: Coroutine[Any, Any, Report]) -> Report:
+    """Run one command's coroutine; a refusal from Temporal ends it with the server's words."""
+    from temporalio.service import RPCError
+
+    try:
+        return asyncio.run(coro)
+    except RPCError as exc:
+        status = exc.status.name if exc.status else "error"
+        raise CommandError(f"Temporal answered {status}: {exc.message[:200]}") from None
+
+
+async def _client(settings: Settings) -> Client:
+    from hosting.temporal_client import connect
+
+    try:
+        return await connect(settings)
+    except RuntimeError:  # the SDK's "Failed client connect: ..." (long, and not for users)
+        raise CommandError(
+            f"cannot connect to Temporal at {settings.temporal.address} "
+            "(`switchboard doctor` says why)"
+        ) from None
+
+
+def cmd_dev(args: argparse.Namespace) -> Report:
     from cli.devstack import run_dev
 
-    return asyncio.run(run_dev())
+    return Report(code=asyncio.run(run_dev()))
 
 
-def cmd_check_config(args: argparse.Namespace) -> int:
+def cmd_check_config(args: argparse.Namespace) -> Report:
     from channels.registry import build_registry
     from hosting.policy import check_policy
 
@@ -51,70 +119,113 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         registry = build_registry(settings)
         check_policy(settings)
     except ConfigError as exc:
-        sys.exit(f"switchboard: configuration error: {exc}")
-    print("configuration ok")
-    print(
-        f"  temporal   {settings.temporal.address}  namespace={settings.temporal.namespace}"
-        f"  task_queue={settings.temporal.task_queue}"
-    )
-    print(f"  gateway    {settings.gateway.public_url}")
-    print(f"  agent      {settings.agent.kind}")
-    print(f"  channels   {', '.join(registry.names()) or '(none)'}")
-    print(f"  codec keys {', '.join(k for k, _ in settings.security.codec_key_pairs())}")
-    return 0
+        raise CommandError(f"configuration error: {exc}") from None
+    t = settings.temporal
+    key_ids = [k for k, _ in settings.security.codec_key_pairs()]
+    doc = {
+        "temporal": {"address": t.address, "namespace": t.namespace, "task_queue": t.task_queue},
+        "gateway": {"public_url": settings.gateway.public_url},
+        "agent": {"kind": settings.agent.kind},
+        "channels": registry.names(),
+        "codec_keys": key_ids,
+    }
+    lines = [
+        "configuration ok",
+        f"  temporal   {t.address}  namespace={t.namespace}  task_queue={t.task_queue}",
+        f"  gateway    {settings.gateway.public_url}",
+        f"  agent      {settings.agent.kind}",
+        f"  channels   {', '.join(registry.names()) or '(none)'}",
+        f"  codec keys {', '.join(key_ids)}",
+    ]
+    return Report(doc, lines)
 
 
-def cmd_send(args: argparse.Namespace) -> int:
+def cmd_doctor(args: argparse.Namespace) -> Report:
+    from cli.doctor import diagnose, failed
+
+    checks = asyncio.run(diagnose(_load_settings, timeout_s=args.timeout))
+    counts = {s: sum(c.status == s for c in checks) for s in ("ok", "warn", "fail")}
+    width = max(len(c.name) for c in checks)
+    lines = [f"{c.status:<4}  {c.name:<{width}}  {c.detail}" for c in checks]
+    lines.append(f"{counts['ok']} ok, {counts['warn']} warn, {counts['fail']} fail")
+    doc = {"checks": [c.as_dict() for c in checks], "counts": counts}
+    return Report(doc, lines, code=1 if failed(checks) else 0)
+
+
+def cmd_send(args: argparse.Namespace) -> Report:
     from cli.devstack import send_message
 
-    return asyncio.run(send_message(_settings(), args.text, args.user, args.wait))
+    return Report(code=asyncio.run(send_message(_settings(), args.text, args.user, args.wait)))
 
 
-async def _show_run(settings: Settings, run_id: str) -> int:
+async def _show_run(settings: Settings, run_id: str) -> Report:
     from temporalio.service import RPCError
 
-    from hosting.temporal_client import connect
     from workflows.run import AgentRunWorkflow
 
-    client = await connect(settings)
+    client = await _client(settings)
     handle = client.get_workflow_handle(run_id)
     try:
         desc = await handle.describe()
         view = await handle.query(AgentRunWorkflow.view)
     except RPCError as exc:
-        print(f"switchboard: {run_id}: {exc.message}", file=sys.stderr)
-        return 1
-    print(f"run          {view.run_id}")
-    print(f"workflow     {desc.status.name if desc.status else 'unknown'}")
-    print(f"status       {view.status.value}")
-    print(f"channel      {view.channel}")
-    print(f"created      {view.created_at.isoformat()}")
-    print(f"updated      {view.updated_at.isoformat()}")
-    print(f"output       {len(view.output_text or '')} characters")
-    if view.error:
-        print(f"error        {view.error}")
-    for d in view.deliveries:
-        reason = f" ({d.reason})" if d.reason else ""
-        print(f"delivery     {d.destination}: {d.state.value}, {d.attempts} attempt(s){reason}")
+        return Report({"run_id": run_id}, code=1, error=f"switchboard: {run_id}: {exc.message}")
+    web_ui = None
     if settings.temporal.ui_url:
         from urllib.parse import quote
 
         ns = settings.temporal.namespace
-        wid = quote(run_id, safe="")
-        print(f"web ui       {settings.temporal.ui_url}/namespaces/{ns}/workflows/{wid}")
-    return 0
+        web_ui = f"{settings.temporal.ui_url}/namespaces/{ns}/workflows/{quote(run_id, safe='')}"
+    run = {
+        "run_id": view.run_id,
+        "workflow_status": desc.status.name if desc.status else None,
+        "status": view.status.value,
+        "channel": view.channel,
+        "created_at": view.created_at.isoformat(),
+        "updated_at": view.updated_at.isoformat(),
+        "output_chars": len(view.output_text or ""),
+        "error": view.error,
+        "deliveries": [
+            {
+                "destination": d.destination,
+                "state": d.state.value,
+                "attempts": d.attempts,
+                "reason": d.reason,
+            }
+            for d in view.deliveries
+        ],
+        "web_ui": web_ui,
+    }
+    lines = [
+        f"run          {view.run_id}",
+        f"workflow     {run['workflow_status'] or 'unknown'}",
+        f"status       {view.status.value}",
+        f"channel      {view.channel}",
+        f"created      {run['created_at']}",
+        f"updated      {run['updated_at']}",
+        f"output       {run['output_chars']} characters",
+    ]
+    if view.error:
+        lines.append(f"error        {view.error}")
+    for d in view.deliveries:
+        reason = f" ({d.reason})" if d.reason else ""
+        lines.append(
+            f"delivery     {d.destination}: {d.state.value}, {d.attempts} attempt(s){reason}"
+        )
+    if web_ui:
+        lines.append(f"web ui       {web_ui}")
+    return Report({"run": run}, lines)
 
 
-def cmd_runs_show(args: argparse.Namespace) -> int:
-    return asyncio.run(_show_run(_settings(), args.run_id))
+def cmd_runs_show(args: argparse.Namespace) -> Report:
+    return _run(_show_run(_settings(), args.run_id))
 
 
-async def _cancel_run(settings: Settings, args: argparse.Namespace) -> int:
+async def _cancel_run(settings: Settings, args: argparse.Namespace) -> Report:
     from cli.operations import session_id_for
-    from hosting.temporal_client import connect
     from routes.runs import cancel_run
 
-    client = await connect(settings)
+    client = await _client(settings)
     session_id = None
     if args.channel and args.user:
         session_id = session_id_for(
@@ -122,54 +233,69 @@ async def _cancel_run(settings: Settings, args: argparse.Namespace) -> int:
         )
     # The same queue-aware cancel the HTTP routes use: a run still waiting in its session's
     # queue (no workflow yet) is taken out of the queue and ends cancelled.
-    if not await cancel_run(client, args.run_id, session_id):
+    cancelled = await cancel_run(client, args.run_id, session_id)
+    doc = {"run_id": args.run_id, "session_id": session_id, "cancellation_requested": cancelled}
+    if not cancelled:
         hint = (
             "" if session_id else " (a queued run needs --channel and --user to find its session)"
         )
-        print(f"switchboard: {args.run_id}: no such run{hint}", file=sys.stderr)
-        return 1
-    print(f"cancellation requested for {args.run_id}")
-    return 0
+        return Report(doc, code=1, error=f"switchboard: {args.run_id}: no such run{hint}")
+    return Report(doc, [f"cancellation requested for {args.run_id}"])
 
 
-def cmd_runs_cancel(args: argparse.Namespace) -> int:
-    return asyncio.run(_cancel_run(_settings(), args))
+def cmd_runs_cancel(args: argparse.Namespace) -> Report:
+    return _run(_cancel_run(_settings(), args))
 
 
-async def _list_dead_letters(settings: Settings, limit: int) -> int:
-    from hosting.temporal_client import connect
-
-    client = await connect(settings)
+async def _list_dead_letters(settings: Settings, limit: int) -> Report:
+    client = await _client(settings)
     query = 'SwitchboardDeliveryState = "dead_letter"'
-    count = 0
+    runs: list[dict[str, Any]] = []
     async for wf in client.list_workflows(query, limit=limit):
-        state = wf.status.name if wf.status else "?"
-        print(f"{wf.id}  started={wf.start_time.isoformat()}  workflow={state}")
-        count += 1
-    print(f"{count} run(s) with dead-lettered deliveries")
-    return 0
+        runs.append(
+            {
+                "run_id": wf.id,
+                "started_at": wf.start_time.isoformat(),
+                "workflow_status": wf.status.name if wf.status else None,
+            }
+        )
+    lines = [
+        f"{r['run_id']}  started={r['started_at']}  workflow={r['workflow_status'] or '?'}"
+        for r in runs
+    ]
+    lines.append(f"{len(runs)} run(s) with dead-lettered deliveries")
+    return Report({"runs": runs, "count": len(runs)}, lines)
 
 
-def cmd_dead_letters_list(args: argparse.Namespace) -> int:
-    return asyncio.run(_list_dead_letters(_settings(), args.limit))
+def cmd_dead_letters_list(args: argparse.Namespace) -> Report:
+    return _run(_list_dead_letters(_settings(), args.limit))
 
 
-async def _replay(settings: Settings, run_id: str, destination: str | None) -> int:
+async def _replay(settings: Settings, run_id: str, destination: str | None) -> Report:
     from cli.operations import replay_dead_letters
-    from hosting.temporal_client import connect
 
-    client = await connect(settings)
+    client = await _client(settings)
     results = await replay_dead_letters(client, settings.temporal.task_queue, run_id, destination)
+    doc: dict[str, Any] = {
+        "run_id": run_id,
+        "results": [
+            {"destination": r.destination, "state": r.state.value, "reason": r.reason}
+            for r in results
+        ],
+    }
     if not results:
-        print(f"{run_id}: no dead-lettered destination to replay")
-        return 1
-    for r in results:
-        print(f"{r.destination}: {r.state.value}" + (f" ({r.reason})" if r.reason else ""))
-    return 0 if all(r.state == "delivered" for r in results) else 1
+        return Report(
+            {**doc, "error": "no dead-lettered destination to replay"},
+            [f"{run_id}: no dead-lettered destination to replay"],
+            code=1,
+        )
+    lines = [f"{r.destination}: {r.state.value}" + (f" ({r.reason})" if r.reason else "")
+             for r in results]  # fmt: skip
+    return Report(doc, lines, code=0 if all(r.state == "delivered" for r in results) else 1)
 
 
-def cmd_dead_letters_replay(args: argparse.Namespace) -> int:
-    return asyncio.run(_replay(_settings(), args.run_id, args.destination))
+def cmd_dead_letters_replay(args: argparse.Namespace) -> Report:
+    return _run(_replay(_settings(), args.run_id, args.destination))
 
 
 def _add_identity_args(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -183,49 +309,54 @@ def _add_identity_args(parser: argparse.ArgumentParser, *, required: bool = True
     )
 
 
-async def _links(settings: Settings, args: argparse.Namespace) -> int:
+async def _links(settings: Settings, args: argparse.Namespace) -> Report:
     from cli.operations import revoke_links, session_id_for, show_links
     from hosting.ids import identity_hash
-    from hosting.temporal_client import connect
 
-    client = await connect(settings)
+    client = await _client(settings)
     session_id = session_id_for(settings, args.channel, args.user, args.conversation, args.scope)
     if args.links_command == "revoke":
         await revoke_links(client, session_id)
-        print(f"links of {session_id} revoked")
-        return 0
+        return Report({"session_id": session_id, "revoked": True},
+                      [f"links of {session_id} revoked"])  # fmt: skip
     links = await show_links(client, session_id)
     key = settings.security.identity_key_bytes()
-    print(f"session      {session_id}")
-    print(f"alias of     {links.alias_of or '-'}")
-    for account in links.linked:  # hashes, not ids: support sees structure, not identities
-        print(f"linked       {account.channel}  {identity_hash(key, account.user_id)}")
-    return 0
+    # Hashes, not ids: support sees structure, not identities.
+    linked = [
+        {"channel": a.channel, "identity_hash": identity_hash(key, a.user_id)} for a in links.linked
+    ]
+    lines = [f"session      {session_id}", f"alias of     {links.alias_of or '-'}"]
+    lines += [f"linked       {a['channel']}  {a['identity_hash']}" for a in linked]
+    return Report({"session_id": session_id, "alias_of": links.alias_of, "linked": linked}, lines)
 
 
-def cmd_links(args: argparse.Namespace) -> int:
-    return asyncio.run(_links(_settings(), args))
+def cmd_links(args: argparse.Namespace) -> Report:
+    return _run(_links(_settings(), args))
 
 
-async def _purge(settings: Settings, args: argparse.Namespace) -> int:
+async def _purge(settings: Settings, args: argparse.Namespace) -> Report:
     from cli.operations import purge_identity, session_id_for
-    from hosting.temporal_client import connect
 
-    client = await connect(settings)
     session_id = session_id_for(settings, args.channel, args.user, args.conversation, args.scope)
     if not args.yes:
-        print(f"this deletes {session_id} and all its runs; run again with --yes", file=sys.stderr)
-        return 2
+        return Report(
+            {"session_id": session_id, "deleted": [], "deleted_count": 0},
+            code=2,
+            error=f"this deletes {session_id} and all its runs; run again with --yes",
+        )
+    client = await _client(settings)
     deleted = await purge_identity(client, settings, session_id)
-    print(f"deleted {len(deleted)} workflow execution(s)")
-    return 0
+    return Report(
+        {"session_id": session_id, "deleted": deleted, "deleted_count": len(deleted)},
+        [f"deleted {len(deleted)} workflow execution(s)"],
+    )
 
 
-def cmd_purge(args: argparse.Namespace) -> int:
-    return asyncio.run(_purge(_settings(), args))
+def cmd_purge(args: argparse.Namespace) -> Report:
+    return _run(_purge(_settings(), args))
 
 
-async def _register(settings: Settings, name: str, url: str | None) -> int:
+async def _register(settings: Settings, name: str, url: str | None) -> Report:
     import aiohttp
 
     from channels.base import RegistersWithPlatform
@@ -233,47 +364,70 @@ async def _register(settings: Settings, name: str, url: str | None) -> int:
 
     channel = build_registry(settings).get(name)
     if channel is None:
-        print(f"switchboard: channels.{name} is not configured", file=sys.stderr)
-        return 2
+        raise CommandError(f"channels.{name} is not configured", code=2)
     if not isinstance(channel, RegistersWithPlatform):
-        print(f"switchboard: channel {name!r} is not registered through an API", file=sys.stderr)
-        return 2
+        raise CommandError(f"channel {name!r} is not registered through an API", code=2)
     target = url or f"{settings.gateway.public_url.rstrip('/')}/channels/{name}"
     async with aiohttp.ClientSession() as http:
         ok, detail = await channel.register(http, target)
-    print(f"register {name} {target}: {detail}")
-    return 0 if ok else 1
+    return Report(
+        {"channel": name, "url": target, "registered": ok, "detail": detail},
+        [f"register {name} {target}: {detail}"],
+        code=0 if ok else 1,
+    )
 
 
-def cmd_channels_register(args: argparse.Namespace) -> int:
-    return asyncio.run(_register(_settings(), args.channel, args.url))
+def cmd_channels_register(args: argparse.Namespace) -> Report:
+    settings = _settings()
+    try:
+        return _run(_register(settings, args.channel, args.url))
+    except ConfigError as exc:
+        raise CommandError(f"configuration error: {exc}") from None
 
 
-def cmd_channels_package(args: argparse.Namespace) -> int:
+def cmd_channels_package(args: argparse.Namespace) -> Report:
     from channels.base import BuildsAppPackage
     from channels.registry import build_registry
 
     settings = _settings()
-    channel = build_registry(settings).get(args.channel)
+    try:
+        channel = build_registry(settings).get(args.channel)
+    except ConfigError as exc:
+        raise CommandError(f"configuration error: {exc}") from None
     if not isinstance(channel, BuildsAppPackage):
-        print(f"switchboard: channel {args.channel!r} has no app package", file=sys.stderr)
-        return 2
+        raise CommandError(f"channel {args.channel!r} has no app package", code=2)
     out = Path(args.out or f"{args.channel}-app.zip")
     out.write_bytes(channel.app_package(settings.gateway.public_url.rstrip("/")))
-    print(f"wrote {out} ({out.stat().st_size} bytes): upload it to the platform")
-    return 0
+    size = out.stat().st_size
+    return Report(
+        {"channel": args.channel, "path": str(out), "bytes": size},
+        [f"wrote {out} ({size} bytes): upload it to the platform"],
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    # Every operator command: one JSON document on stdout instead of text.
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument(
+        "--json", action="store_true", help="print one JSON document (same information)"
+    )
+    op = [as_json]
 
     sub.add_parser("dev", help="run everything on the embedded Temporal dev server").set_defaults(
         fn=cmd_dev
     )
-    sub.add_parser("check-config", help="validate the configuration").set_defaults(
+    sub.add_parser("check-config", help="validate the configuration", parents=op).set_defaults(
         fn=cmd_check_config
     )
+    doctor = sub.add_parser(
+        "doctor",
+        help="check keys, Temporal and every channel's platform credentials (read-only)",
+        parents=op,
+    )
+    doctor.add_argument("--timeout", type=float, default=5.0, help="seconds for each network check")
+    doctor.set_defaults(fn=cmd_doctor)
     send = sub.add_parser("send", help="send a signed test message and wait for the reply")
     send.add_argument("text")
     send.add_argument("--user", default="cli-user")
@@ -282,21 +436,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     runs = sub.add_parser("runs", help="inspect and cancel runs (metadata only)")
     runs_sub = runs.add_subparsers(dest="runs_command", required=True)
-    show = runs_sub.add_parser("show", help="status and delivery states of one run")
+    show = runs_sub.add_parser("show", help="status and delivery states of one run", parents=op)
     show.add_argument("run_id")
     show.set_defaults(fn=cmd_runs_show)
-    cancel = runs_sub.add_parser("cancel", help="cancel a run")
+    cancel = runs_sub.add_parser("cancel", help="cancel a run", parents=op)
     cancel.add_argument("run_id")
     _add_identity_args(cancel, required=False)
     cancel.set_defaults(fn=cmd_runs_cancel)
 
     dead = sub.add_parser("dead-letters", help="runs whose replies could not be delivered")
     dead_sub = dead.add_subparsers(dest="dead_command", required=True)
-    lst = dead_sub.add_parser("list", help="list runs with dead-lettered deliveries")
+    lst = dead_sub.add_parser("list", help="list runs with dead-lettered deliveries", parents=op)
     lst.add_argument("--limit", type=int, default=100)
     lst.set_defaults(fn=cmd_dead_letters_list)
     replay = dead_sub.add_parser(
-        "replay", help="deliver a run's dead letters again (same idempotency keys)"
+        "replay", help="deliver a run's dead letters again (same idempotency keys)", parents=op
     )
     replay.add_argument("run_id")
     replay.add_argument("--destination", help="only this destination (a channel name)")
@@ -305,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     links = sub.add_parser("links", help="show or revoke an account's links")
     links_sub = links.add_subparsers(dest="links_command", required=True)
     for name, text in (("show", "linked accounts (as hashes)"), ("revoke", "undo every link")):
-        p = links_sub.add_parser(name, help=text)
+        p = links_sub.add_parser(name, help=text, parents=op)
         _add_identity_args(p)
         p.set_defaults(fn=cmd_links)
 
@@ -314,16 +468,21 @@ def build_parser() -> argparse.ArgumentParser:
     hook = ch_sub.add_parser(
         "register",
         help="tell a platform the gateway's URL and secret through its API (e.g. setWebhook)",
+        parents=op,
     )
     hook.add_argument("channel", help="the channel's name, as in [channels.<name>]")
     hook.add_argument("--url", help="default: gateway.public_url + /channels/<name>")
     hook.set_defaults(fn=cmd_channels_register)
-    package = ch_sub.add_parser("package", help="write the app package a platform installs from")
+    package = ch_sub.add_parser(
+        "package", help="write the app package a platform installs from", parents=op
+    )
     package.add_argument("channel", help="the channel's name, as in [channels.<name>]")
     package.add_argument("--out", help="default: <name>-app.zip")
     package.set_defaults(fn=cmd_channels_package)
 
-    purge = sub.add_parser("purge", help="delete everything of one account (session and runs)")
+    purge = sub.add_parser(
+        "purge", help="delete everything of one account (session and runs)", parents=op
+    )
     _add_identity_args(purge)
     purge.add_argument("--yes", action="store_true", help="really delete")
     purge.set_defaults(fn=cmd_purge)
@@ -332,8 +491,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    code: int = args.fn(args)
-    return code
+    try:
+        report: Report = args.fn(args)
+    except CommandError as exc:
+        report = Report(code=exc.code, error=f"switchboard: {exc}")
+    return emit(report, as_json=getattr(args, "json", False))
 
 
 if __name__ == "__main__":
