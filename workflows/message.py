@@ -19,7 +19,6 @@ with workflow.unsafe.imports_passed_through():
     from hosting import search_attributes as sa
     from hosting.ids import delivery_key
     from hosting.models import (
-        DeliveryState,
         DestinationStatus,
         MessageInput,
         PushRequest,
@@ -29,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from hosting.targets import destination_label, resolve
     from workflows import names
-    from workflows.delivery import PushFailed, push_with_retries
+    from workflows.ledger import DeliveryLedger
 
 LABELS_KIND = "message"
 
@@ -42,8 +41,7 @@ class ProactiveMessageWorkflow:
         self._status = RunStatus.QUEUED
         self._created_at: datetime = workflow.now()
         self._updated_at: datetime = self._created_at
-        self._deliveries: dict[str, DestinationStatus] = {}
-        self._dead: dict[str, list[PushRequest]] = {}
+        self._ledger = DeliveryLedger()
 
     @workflow.run
     async def run(self, inp: MessageInput) -> RunView:
@@ -67,10 +65,6 @@ class ProactiveMessageWorkflow:
 
     async def _deliver(self, address: ReplyAddress) -> None:
         dest = destination_label(address)
-        self._mark(dest, DeliveryState.PENDING)
-        workflow.upsert_search_attributes(
-            [sa.DELIVERY_STATE.value_set(DeliveryState.PENDING.value)]
-        )
         policy = self._inp.delivery
         push = PushRequest(
             idempotency_key=delivery_key(self._inp.message_id, dest, "response"),
@@ -82,58 +76,24 @@ class ProactiveMessageWorkflow:
             max_age_s=policy.max_age_s,
             policy=policy,
         )
-        try:
-            result = await push_with_retries(push)
-        except PushFailed as failed:
-            self._dead[dest] = [push]
-            self._mark(
-                dest, DeliveryState.DEAD_LETTER, attempts=failed.attempts, reason=failed.reason
-            )
-            workflow.logger.warning(
-                "message delivery dead-lettered",
-                extra={"destination": dest, "reason": failed.reason},
-            )
-        else:
-            self._mark(dest, DeliveryState.DELIVERED, attempts=result.attempts)
-        workflow.upsert_search_attributes([sa.DELIVERY_STATE.value_set(self._delivery_summary())])
+        await self._ledger.deliver(dest, [push])
+        self._updated_at = workflow.now()
 
     @workflow.query
     def dead_letter(self, destination: str) -> list[PushRequest]:
         """The push still owed to one destination, for an operator's redelivery."""
-        return list(self._dead.get(destination, []))
+        return self._ledger.owed_to(destination)
 
     @workflow.signal(name=names.REDELIVERED_SIGNAL)
     def redelivered(self, status: DestinationStatus) -> None:
         """A redelivery reports back: the view and search attribute follow."""
         self._updated_at = workflow.now()
-        self._deliveries[status.destination] = status
-        if status.state is DeliveryState.DELIVERED:
-            self._dead.pop(status.destination, None)
-        workflow.upsert_search_attributes([sa.DELIVERY_STATE.value_set(self._delivery_summary())])
+        self._ledger.redelivered(status)
 
     def _set_status(self, status: RunStatus) -> None:
         self._status = status
         self._updated_at = workflow.now()
         workflow.upsert_search_attributes([sa.RUN_STATUS.value_set(status.value)])
-
-    def _mark(
-        self, dest: str, state: DeliveryState, *, attempts: int = 0, reason: str | None = None
-    ) -> None:
-        self._updated_at = workflow.now()
-        self._deliveries[dest] = DestinationStatus(
-            destination=dest,
-            state=state,
-            attempts=attempts,
-            reason=reason,
-            updated_at=self._updated_at,
-        )
-
-    def _delivery_summary(self) -> str:
-        states = {d.state for d in self._deliveries.values()}
-        for state in (DeliveryState.DEAD_LETTER, DeliveryState.PENDING):
-            if state in states:
-                return state.value
-        return DeliveryState.DELIVERED.value if states else DeliveryState.SKIPPED.value
 
     @workflow.query
     def view(self) -> RunView:
@@ -145,6 +105,6 @@ class ProactiveMessageWorkflow:
             created_at=self._created_at,
             updated_at=self._updated_at,
             output_text=self._inp.text,
-            deliveries=list(self._deliveries.values()),
+            deliveries=list(self._ledger.states.values()),
             labels={"kind": LABELS_KIND, "caller": self._inp.caller},
         )

@@ -27,7 +27,6 @@ with workflow.unsafe.imports_passed_through():
         AgentProgress,
         AgentReply,
         AgentRequest,
-        DeliveryState,
         DestinationStatus,
         Identity,
         LinkCode,
@@ -44,7 +43,7 @@ with workflow.unsafe.imports_passed_through():
     from hosting.targets import destination_key, destination_label, resolve
     from workflows import names
     from workflows.commands import Command, parse_command
-    from workflows.delivery import PushFailed, push_with_retries
+    from workflows.ledger import DeliveryLedger
     from workflows.link import LinkChallengeWorkflow
 
 
@@ -67,9 +66,8 @@ class AgentRunWorkflow:
         self._updated_at: datetime = self._created_at
         self._output: str | None = None
         self._error: str | None = None
-        self._deliveries: dict[str, DestinationStatus] = {}
+        self._ledger = DeliveryLedger()
         self._command_effects = _CommandEffects()
-        self._dead: dict[str, list[PushRequest]] = {}
         self._usage: tuple[int | None, int | None] = (None, None)
         self._partial = ""
         self._stream_ends: list[int] = []
@@ -169,9 +167,6 @@ class AgentRunWorkflow:
         """Push one reply (after the user's input, for ``echo_input`` elsewhere) with the run's
         retry schedule; what cannot be delivered is kept as a dead letter for replay."""
         dest = destination_label(address)
-        self._mark(dest, DeliveryState.PENDING)
-        sa_value = DeliveryState.PENDING.value
-        workflow.upsert_search_attributes([sa.DELIVERY_STATE.value_set(sa_value)])
         phases: list[tuple[Literal["echo", "response"], str]] = [("response", text)]
         if echo is not None:
             phases.insert(0, ("echo", echo))
@@ -189,26 +184,13 @@ class AgentRunWorkflow:
             )
             for phase, body in phases
         ]
-        for i, push in enumerate(pushes):
-            try:
-                result = await push_with_retries(push)
-            except PushFailed as failed:
-                self._dead[dest] = pushes[i:]
-                self._mark(
-                    dest, DeliveryState.DEAD_LETTER, attempts=failed.attempts, reason=failed.reason
-                )
-                workflow.logger.warning(
-                    "delivery dead-lettered", extra={"destination": dest, "reason": failed.reason}
-                )
-                break
-        else:
-            self._mark(dest, DeliveryState.DELIVERED, attempts=result.attempts)
-        workflow.upsert_search_attributes([sa.DELIVERY_STATE.value_set(self._delivery_summary())])
+        await self._ledger.deliver(dest, pushes)
+        self._updated_at = workflow.now()
 
     @workflow.query
     def dead_letter(self, destination: str) -> list[PushRequest]:
         """The pushes still owed to one destination, for an operator's redelivery."""
-        return list(self._dead.get(destination, []))
+        return self._ledger.owed_to(destination)
 
     @workflow.signal(name=AGENT_PROGRESS_SIGNAL)
     def agent_progress(self, batch: AgentProgress) -> None:
@@ -225,10 +207,7 @@ class AgentRunWorkflow:
     def redelivered(self, status: DestinationStatus) -> None:
         """A redelivery reports back: the view and search attribute follow."""
         self._updated_at = workflow.now()
-        self._deliveries[status.destination] = status
-        if status.state is DeliveryState.DELIVERED:
-            self._dead.pop(status.destination, None)
-        workflow.upsert_search_attributes([sa.DELIVERY_STATE.value_set(self._delivery_summary())])
+        self._ledger.redelivered(status)
 
     async def _command(self, inp: RunInput, command: Command) -> str:
         """``/link``, ``/link CODE`` and ``/unlink``; the answer is the run's reply."""
@@ -325,25 +304,6 @@ class AgentRunWorkflow:
         self._updated_at = workflow.now()
         workflow.upsert_search_attributes([sa.RUN_STATUS.value_set(status.value)])
 
-    def _mark(
-        self, dest: str, state: DeliveryState, *, attempts: int = 0, reason: str | None = None
-    ) -> None:
-        self._updated_at = workflow.now()
-        self._deliveries[dest] = DestinationStatus(
-            destination=dest,
-            state=state,
-            attempts=attempts,
-            reason=reason,
-            updated_at=self._updated_at,
-        )
-
-    def _delivery_summary(self) -> str:
-        states = {d.state for d in self._deliveries.values()}
-        for state in (DeliveryState.DEAD_LETTER, DeliveryState.PENDING):
-            if state in states:
-                return state.value
-        return DeliveryState.DELIVERED.value if states else DeliveryState.SKIPPED.value
-
     @workflow.query
     def view(self) -> RunView:
         return RunView(
@@ -355,7 +315,7 @@ class AgentRunWorkflow:
             input_text=self._inp.submit.request.text,
             output_text=self._output,
             error=self._error,
-            deliveries=list(self._deliveries.values()),
+            deliveries=list(self._ledger.states.values()),
             labels=self._inp.submit.labels,
             usage_input_tokens=self._usage[0],
             usage_output_tokens=self._usage[1],

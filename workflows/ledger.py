@@ -1,0 +1,76 @@
+"""Where each destination of one run (or proactive message) stands, and what it is still owed.
+
+Shared by :class:`~workflows.run.AgentRunWorkflow` and
+:class:`~workflows.message.ProactiveMessageWorkflow`: delivery states for the view, the
+``SwitchboardDeliveryState`` search attribute, and the dead letters an operator can replay.
+"""
+
+from __future__ import annotations
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from hosting import search_attributes as sa
+    from hosting.models import DeliveryState, DestinationStatus, PushRequest
+    from workflows.delivery import PushFailed, push_with_retries
+
+
+class DeliveryLedger:
+    def __init__(self) -> None:
+        self.states: dict[str, DestinationStatus] = {}
+        self.owed: dict[str, list[PushRequest]] = {}
+
+    async def deliver(self, dest: str, pushes: list[PushRequest]) -> None:
+        """Push in order with each push's retry schedule; what cannot be delivered is kept
+        (from the first undelivered push on) for an operator's replay."""
+        self._mark(dest, DeliveryState.PENDING)
+        workflow.upsert_search_attributes(
+            [sa.DELIVERY_STATE.value_set(DeliveryState.PENDING.value)]
+        )
+        attempts = 0
+        for i, push in enumerate(pushes):
+            try:
+                attempts = (await push_with_retries(push)).attempts
+            except PushFailed as failed:
+                self.owed[dest] = pushes[i:]
+                self._mark(
+                    dest, DeliveryState.DEAD_LETTER, attempts=failed.attempts, reason=failed.reason
+                )
+                workflow.logger.warning(
+                    "delivery dead-lettered", extra={"destination": dest, "reason": failed.reason}
+                )
+                break
+        else:
+            self._mark(dest, DeliveryState.DELIVERED, attempts=attempts)
+        self._upsert()
+
+    def redelivered(self, status: DestinationStatus) -> None:
+        """A redelivery reports back: the view and search attribute follow."""
+        self.states[status.destination] = status
+        if status.state is DeliveryState.DELIVERED:
+            self.owed.pop(status.destination, None)
+        self._upsert()
+
+    def owed_to(self, dest: str) -> list[PushRequest]:
+        return list(self.owed.get(dest, []))
+
+    def summary(self) -> str:
+        states = {d.state for d in self.states.values()}
+        for state in (DeliveryState.DEAD_LETTER, DeliveryState.PENDING):
+            if state in states:
+                return state.value
+        return DeliveryState.DELIVERED.value if states else DeliveryState.SKIPPED.value
+
+    def _mark(
+        self, dest: str, state: DeliveryState, *, attempts: int = 0, reason: str | None = None
+    ) -> None:
+        self.states[dest] = DestinationStatus(
+            destination=dest,
+            state=state,
+            attempts=attempts,
+            reason=reason,
+            updated_at=workflow.now(),
+        )
+
+    def _upsert(self) -> None:
+        workflow.upsert_search_attributes([sa.DELIVERY_STATE.value_set(self.summary())])
