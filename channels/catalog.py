@@ -6,6 +6,8 @@ its ``[channels.<name>]`` section, so adding a platform is one module plus two l
 
 from __future__ import annotations
 
+import base64
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -67,3 +69,18 @@ def load_settings(path: str | None = None, **overrides: Any) -> Settings:
 
 def settings_from_dict(values: dict[str, Any]) -> Settings:
     return core.settings_from_dict(values, model=Settings)
+
+
+def dev_channel_sections(receiver_url: str) -> str:
+    """The channels ``switchboard dev`` starts with, as TOML with fresh local secrets: the web
+    chat, a Responses API key, and a signed webhook whose replies go to the local receiver."""
+    webhook_secret = base64.b64encode(secrets.token_bytes(24)).decode()
+    return f"""[channels.web]
+
+[channels.responses.api_keys]
+dev = "sk-dev-{secrets.token_urlsafe(24)}"
+
+[channels.webhook]
+secret = "whsec_{webhook_secret}"
+callback_url = "{receiver_url}"
+"""
