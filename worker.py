@@ -7,11 +7,14 @@ run as many as you like on the same task queue.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from functools import partial
 
 import aiohttp
 from temporalio.client import Client
@@ -23,16 +26,21 @@ from activities.agent_backends import build_backend
 from activities.delivery import DeliveryActivities
 from activities.linking import LinkActivities
 from activities.redelivery import RedeliveryActivities
+from activities.schedules import CheckInActivities
 from channels.catalog import load_settings
 from channels.registry import ChannelRegistry, build_registry
 from hosting.logs import configure_logging, get_logger
+from hosting.metrics import RunMetricsInterceptor
 from hosting.settings import ConfigError, Settings
+from hosting.telemetry import Tracing, start_tracing
 from hosting.temporal_client import (
     SearchAttributesMissing,
     connect,
     ensure_search_attributes,
     metrics_runtime,
 )
+from routes.schedules import fire_check_in
+from workflows.checkin import CheckInWorkflow
 from workflows.link import LinkChallengeWorkflow
 from workflows.message import ProactiveMessageWorkflow
 from workflows.redelivery import RedeliveryWorkflow
@@ -45,6 +53,7 @@ WORKFLOWS = [
     LinkChallengeWorkflow,
     RedeliveryWorkflow,
     ProactiveMessageWorkflow,
+    CheckInWorkflow,
 ]
 log = get_logger("switchboard.worker")
 
@@ -76,10 +85,18 @@ async def build_worker(
     """A configured worker with its HTTP session; the caller runs it."""
     registry = registry if registry is not None else build_registry(settings)
     async with aiohttp.ClientSession() as http:
-        agent = AgentActivities(build_backend(settings.agent, http), client)
+        agent = AgentActivities(
+            build_backend(settings.agent, http),
+            client,
+            channels=registry,
+            http=http,
+            progress_every_ms=settings.agent.progress_every_ms,
+        )
         delivery = DeliveryActivities(registry, http)
         linking = LinkActivities(client, settings.security.signing_key_bytes())
         redelivery = RedeliveryActivities(client)
+        # A check-in enters its session through the gateway's own intake code.
+        check_ins = CheckInActivities(partial(fire_check_in, client, settings, registry))
         yield Worker(
             client,
             task_queue=task_queue or settings.temporal.task_queue,
@@ -90,8 +107,11 @@ async def build_worker(
                 linking.new_link_code,
                 linking.confirm_link,
                 redelivery.load_dead_letter,
+                check_ins.submit_check_in,
             ],
             workflow_runner=workflow_runner(),
+            # Runs by status and time to first delta; tracing comes with the client.
+            interceptors=[RunMetricsInterceptor()],
             graceful_shutdown_timeout=timedelta(seconds=10),
             max_concurrent_activities=settings.worker.max_concurrent_activities,
             max_concurrent_workflow_tasks=settings.worker.max_concurrent_workflow_tasks,
@@ -101,9 +121,13 @@ async def build_worker(
         )
 
 
-async def run(settings: Settings) -> None:
+async def run(settings: Settings, tracing: Tracing | None = None) -> None:
     registry = build_registry(settings)
-    client = await connect(settings, runtime=metrics_runtime(settings.worker.metrics_address))
+    client = await connect(
+        settings,
+        runtime=metrics_runtime(settings.worker.metrics_address),
+        interceptors=[tracing.interceptor()] if tracing is not None else [],
+    )
     added = await ensure_search_attributes(client, settings.temporal.namespace)
     if added:
         log.info("registered search attributes", names=added)
@@ -129,11 +153,12 @@ def main() -> None:
         settings = load_settings()
         settings.require_keys()
         build_registry(settings)
+        tracing = start_tracing(settings.telemetry, "switchboard-worker")
     except ConfigError as exc:
         sys.exit(f"switchboard worker: configuration error: {exc}")
     configure_logging(settings.gateway.log_format)
     try:
-        asyncio.run(run(settings))
+        asyncio.run(run(settings, tracing))
     except ConfigError as exc:
         sys.exit(f"switchboard worker: configuration error: {exc}")
     except SearchAttributesMissing as exc:
@@ -144,6 +169,16 @@ def main() -> None:
                 f"switchboard worker: cannot reach Temporal at {settings.temporal.address} ({exc})"
             )
         raise
+    finally:
+        if tracing is not None:
+            tracing.shutdown()
+    # Stopped cleanly. The SDK's native runtime threads can outlive the event loop and abort
+    # the interpreter's teardown (temporalio/sdk-python#300), turning a clean stop into a
+    # crash report: nothing is left to clean up, so leave without the teardown.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

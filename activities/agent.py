@@ -1,10 +1,14 @@
-"""The agent activity: one call to the configured backend, heartbeating while it thinks, and
-recording the answer so far in its run at a bounded rate (live replies)."""
+"""The agent activity: one call to the configured backend, heartbeating while it thinks,
+recording the answer so far in its run at a bounded rate, and showing it on the platform the
+reply goes to (live replies)."""
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
 from temporalio.client import Client
@@ -12,9 +16,20 @@ from temporalio.service import RPCError
 
 from activities.agent_backends import AgentBackend
 from activities.names import AGENT_PROGRESS_SIGNAL
-from hosting.models import AgentProgress, AgentReply, AgentRequest
+from channels.base import PROGRESS_TIMEOUT_S, ProgressState, ShowsProgress
+from hosting.logs import get_logger
+from hosting.models import AgentProgress, AgentReply, AgentRequest, ReplyAddress
+from hosting.targets import destination_key
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from channels.registry import ChannelRegistry
 
 HEARTBEAT_EVERY_S = 1.0  # the SDK throttles the actual calls to the server
+FIRST_PAUSE_S = 2.0  # after a refused progress call; doubles per refusal, up to MAX_PAUSE_S
+MAX_PAUSE_S = 60.0
+log = get_logger("switchboard.agent")
 
 
 class ProgressBatches:
@@ -46,10 +61,132 @@ class ProgressBatches:
             activity.logger.warning("could not record agent progress")
 
 
+class ConversationClock:
+    """When this worker last showed progress in each conversation: two replies in one
+    conversation (two people in a group) share its interval."""
+
+    HORIZON_S = 120.0  # longer than any interval; older entries are forgotten
+    PRUNE_AT = 4096
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+
+    def since(self, key: str, now: float) -> float:
+        return now - self._last.get(key, -math.inf)
+
+    def mark(self, key: str, now: float) -> None:
+        self._last[key] = now
+        if len(self._last) > self.PRUNE_AT:
+            self._last = {k: t for k, t in self._last.items() if now - t < self.HORIZON_S}
+
+
+class LiveProgress:
+    """Shows one reply being produced where it will land: a working indicator, and the text
+    so far where the platform shows it. Fire-and-forget from the worker: no history event
+    per update, at most one call in flight per reply, at most one call per interval per
+    conversation, and no failure of it can reach the answer."""
+
+    def __init__(
+        self,
+        channel: ShowsProgress,
+        http: aiohttp.ClientSession,
+        address: ReplyAddress,
+        every_s: float,
+        clock: ConversationClock,
+        tasks: set[asyncio.Task[Any]],
+    ) -> None:
+        self._channel, self._http, self._address = channel, http, address
+        self._key = destination_key(address)
+        self._every = every_s
+        self._renew = max(every_s, channel.progress_renew_s)
+        self._streams = channel.streams_text(address)
+        self._clock, self._tasks = clock, tasks
+        self._text = ""
+        self._shown: str | None = None  # the text of the last frame sent
+        self._last = -math.inf  # when this reply last sent a frame
+        self._paused_until = -math.inf
+        self._refusals = 0
+        self._call: asyncio.Task[Any] | None = None
+
+    def add(self, delta: str) -> None:
+        self._text += delta
+        self.tick()
+
+    def tick(self) -> None:
+        """Send a frame if one is due: new text after the interval, or a renewal."""
+        now = time.monotonic()
+        busy = self._call is not None and not self._call.done()
+        if busy or now < self._paused_until or self._clock.since(self._key, now) < self._every:
+            return
+        new_text = self._streams and self._text != self._shown
+        if new_text or now - self._last >= self._renew:
+            self._shown, self._last = self._text, now
+            self._clock.mark(self._key, now)
+            text = self._text or None
+            state = ProgressState.STREAMING if text else ProgressState.WORKING
+            self._call = self._spawn(self._frame(text, state))
+
+    def finish(self, final_text: str | None) -> None:
+        """The agent stopped (``None``: without an answer). A frame still in flight is dropped,
+        so no stale draft lands after the reply."""
+        if self._call is not None:
+            self._call.cancel()
+        self._spawn(self._show(final_text, ProgressState.DONE))
+
+    async def _frame(self, text: str | None, state: ProgressState) -> None:
+        if await self._show(text, state):
+            self._refusals = 0
+            return
+        # Refused or failed (a 429, say): slow down, so progress never costs the reply's quota.
+        self._refusals += 1
+        pause = min(MAX_PAUSE_S, FIRST_PAUSE_S * 2 ** (self._refusals - 1))
+        self._paused_until = time.monotonic() + pause
+
+    async def _show(self, text: str | None, state: ProgressState) -> bool:
+        try:
+            call = self._channel.progress(self._http, self._address, text, state)
+            return await asyncio.wait_for(call, PROGRESS_TIMEOUT_S + 1)
+        except Exception as exc:  # the contract says never; a broken adapter costs a frame only
+            log.warning(
+                "progress call failed", channel=self._channel.name, error=type(exc).__name__
+            )
+            return False
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)  # a reference, or the loop may drop it mid-call
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+
 class AgentActivities:
-    def __init__(self, backend: AgentBackend, client: Client | None = None) -> None:
+    def __init__(
+        self,
+        backend: AgentBackend,
+        client: Client | None = None,
+        *,
+        channels: ChannelRegistry | None = None,
+        http: aiohttp.ClientSession | None = None,
+        progress_every_ms: int = 0,
+    ) -> None:
         self._backend = backend
         self._client = client
+        self._channels = channels
+        self._http = http
+        self._progress_every_s = progress_every_ms / 1000
+        self._clock = ConversationClock()
+        self._progress_tasks: set[asyncio.Task[Any]] = set()
+
+    def _live_progress(self, request: AgentRequest) -> LiveProgress | None:
+        address = request.progress_to
+        if address is None or self._http is None or not self._progress_every_s:
+            return None
+        channel = self._channels.get(address.channel) if self._channels is not None else None
+        if not isinstance(channel, ShowsProgress):
+            return None
+        return LiveProgress(
+            channel, self._http, address, self._progress_every_s, self._clock, self._progress_tasks
+        )
 
     @activity.defn(name="invoke_agent")
     async def invoke_agent(self, request: AgentRequest) -> AgentReply:
@@ -61,7 +198,16 @@ class AgentActivities:
                 activity.info().attempt,
                 request.progress_every_ms / 1000,
             )
-        on_delta = progress.add if progress is not None else _ignore
+        live = self._live_progress(request)
+
+        async def on_delta(delta: str) -> None:
+            if live is not None:
+                live.add(delta)
+            if progress is not None:
+                await progress.add(delta)
+
+        if live is not None:
+            live.tick()  # "working" at once
         # Heartbeats let Temporal notice a dead worker quickly and deliver cancellation.
         task = asyncio.ensure_future(self._backend.reply(request, on_delta))
         try:
@@ -69,14 +215,17 @@ class AgentActivities:
                 done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_EVERY_S)
                 if done:
                     reply = task.result()
+                    if live is not None:
+                        live.finish(reply.text)
+                        live = None
                     if progress is not None:
                         await progress.flush()
                     return reply
                 activity.heartbeat()
+                if live is not None:
+                    live.tick()  # renews the working indicator while the agent thinks
         finally:
             if not task.done():
                 task.cancel()
-
-
-async def _ignore(delta: str) -> None:
-    return None
+            if live is not None:
+                live.finish(None)

@@ -17,14 +17,30 @@ from temporalio.exceptions import ApplicationError
 from activities.names import PUSH_EXPIRED, PUSH_REJECTED, PUSH_UNAUTHORIZED
 from channels.base import FailureMode
 from channels.registry import ChannelRegistry
+from hosting.metrics import DEAD_LETTERS, DELIVERY_ATTEMPTS, DELIVERY_SECONDS
 from hosting.models import DeliveryPolicy, PushRequest, PushResult
 
 
 def _count(push: PushRequest, outcome: str) -> None:
     """Delivery outcomes go through the SDK's meter, so the worker's one /metrics has them."""
     activity.metric_meter().create_counter(
-        "switchboard_delivery_attempts", "Push attempts by channel and outcome"
+        DELIVERY_ATTEMPTS, "Push attempts by channel and outcome"
     ).with_additional_attributes({"channel": push.address.channel, "outcome": outcome}).add(1)
+
+
+def _delivered(push: PushRequest, age_s: float) -> None:
+    """Time from the run's start to its reply reaching the platform (the on-call question
+    "how late are replies"), per channel and phase."""
+    activity.metric_meter().create_histogram_float(
+        DELIVERY_SECONDS, "Time from a run's start to a push delivered", "s"
+    ).record(max(age_s, 0.0), {"channel": push.address.channel, "phase": push.phase})
+
+
+def _dead_letter(push: PushRequest, reason: str) -> None:
+    """A destination given up on, by the reason the run records (see failure_reason)."""
+    activity.metric_meter().create_counter(
+        DEAD_LETTERS, "Pushes given up on, by channel and reason"
+    ).add(1, {"channel": push.address.channel, "reason": reason})
 
 
 def backoff_delay(policy: DeliveryPolicy, attempt: int, rng: random.Random) -> float:
@@ -46,12 +62,14 @@ class DeliveryActivities:
         age = (datetime.now(UTC) - push.created_at).total_seconds()
         if age > push.max_age_s:
             _count(push, "expired")
+            _dead_letter(push, PUSH_EXPIRED)
             raise ApplicationError(
                 "reply is older than max_age_s", details, type=PUSH_EXPIRED, non_retryable=True
             )
         channel = self._registry.get(push.address.channel)
         if channel is None:
             _count(push, "rejected")
+            _dead_letter(push, PUSH_REJECTED)
             raise ApplicationError(
                 "channel is not configured on this worker",
                 details,
@@ -65,11 +83,14 @@ class DeliveryActivities:
             activity.heartbeat(done + ack.parts_delivered)
         _count(push, ack.mode.value)
         if ack.mode is FailureMode.DELIVERED:
+            _delivered(push, (datetime.now(UTC) - push.created_at).total_seconds())
             return PushResult(attempts=attempt, platform_message_ids=ack.platform_message_ids)
         reason = f"{ack.mode.value}: {ack.detail or ''}".strip(": ")
         if ack.mode is FailureMode.REJECTED:
+            _dead_letter(push, PUSH_REJECTED)
             raise ApplicationError(reason, details, type=PUSH_REJECTED, non_retryable=True)
         if ack.mode is FailureMode.UNAUTHORIZED:
+            _dead_letter(push, PUSH_UNAUTHORIZED)
             raise ApplicationError(reason, details, type=PUSH_UNAUTHORIZED, non_retryable=True)
         if ack.mode is FailureMode.RATE_LIMITED and ack.retry_after_s is not None:
             # Wait what the platform asked, plus a little jitter so retries do not stampede.
@@ -77,10 +98,13 @@ class DeliveryActivities:
         else:
             delay = max(ack.retry_after_s or 0.0, backoff_delay(push.policy, attempt, self._rng))
         if age + delay > push.max_age_s:
+            _dead_letter(push, PUSH_EXPIRED)
             raise ApplicationError(
                 "next attempt would be past max_age_s",
                 details,
                 type=PUSH_EXPIRED,
                 non_retryable=True,
             )
+        if attempt >= push.policy.max_attempts:  # the retry policy gives up after this one
+            _dead_letter(push, "retries_exhausted")
         raise ApplicationError(reason, details, next_retry_delay=timedelta(seconds=delay))

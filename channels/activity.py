@@ -38,6 +38,7 @@ from channels.activity_auth import (
 )
 from channels.activity_package import ACCENT, app_zip
 from channels.base import (
+    PROGRESS_TIMEOUT_S,
     Accepted,
     Answered,
     BaseChannel,
@@ -46,6 +47,7 @@ from channels.base import (
     HttpAnswer,
     InboundHttp,
     InboundOutcome,
+    ProgressState,
     Refused,
 )
 from channels.chunking import split_text
@@ -193,6 +195,7 @@ def message_key(channel_id: str, conversation_id: str, activity_id: str) -> str:
 class ActivityChannel(BaseChannel):
     name = "activity"
     verified_claims = frozenset({"tid", "aadObjectId"})  # from the verified activity
+    progress_renew_s = 3.0  # clients show "typing…" for a few seconds only
 
     def __init__(
         self, *, settings: ActivityChannelSettings, clock: Callable[[], float] = time.monotonic
@@ -351,28 +354,32 @@ class ActivityChannel(BaseChannel):
         sent = str(body.get("id", "")) if isinstance(body, dict) else ""
         return ChannelAck(mode=FailureMode.DELIVERED, platform_message_ids=[sent] if sent else [])
 
-    def _payload(self, push: PushRequest, conversation: str, text: str) -> dict[str, Any]:
-        addr, extra = push.address, push.address.extra
+    def _payload(
+        self, addr: ReplyAddress, conversation: str, text: str | None, kind: str = "message"
+    ) -> dict[str, Any]:
+        extra = addr.extra
         payload: dict[str, Any] = {
-            "type": "message",
-            "text": text,
+            "type": kind,
             "conversation": {"id": conversation},
             "recipient": {"id": addr.user_id},
         }
+        if text is not None:
+            payload["text"] = text
         if "bot_id" in extra:
             payload["from"] = {"id": extra["bot_id"], "name": extra.get("bot_name", "")}
         if addr.reply_to_message_id:
             payload["replyToId"] = addr.reply_to_message_id
-        if extra.get("channel_id", "msteams") == "msteams":
+        if text is not None and extra.get("channel_id", "msteams") == "msteams":
             payload["textFormat"] = "markdown"
         return payload
 
-    async def push(self, http: aiohttp.ClientSession, push: PushRequest) -> ChannelAck:
-        addr = push.address
+    def _target(self, addr: ReplyAddress) -> tuple[yarl.URL, str] | None:
+        """The connector URL for activities to ``addr`` and its conversation id; None when its
+        serviceUrl is not allowed (checked before any token exists: the address is read back
+        from workflow state)."""
         service_url = addr.extra.get("service_url") or self.settings.service_url
         if not service_url_allowed(service_url, self.settings.allowed_service_urls):
-            # Checked before any token exists: the address is read back from workflow state.
-            return ChannelAck(mode=FailureMode.REJECTED, detail="serviceUrl not allowed")
+            return None
         conversation = addr.extra.get("conversation") or (
             f"{addr.conversation_id}{THREAD_MARKER}{addr.thread_id}"
             if addr.thread_id
@@ -384,6 +391,14 @@ class ActivityChannel(BaseChannel):
         )
         if addr.reply_to_message_id:
             url = yarl.URL(f"{url}/{quote(addr.reply_to_message_id, safe='')}", encoded=True)
+        return url, conversation
+
+    async def push(self, http: aiohttp.ClientSession, push: PushRequest) -> ChannelAck:
+        addr = push.address
+        target = self._target(addr)
+        if target is None:
+            return ChannelAck(mode=FailureMode.REJECTED, detail="serviceUrl not allowed")
+        url, conversation = target
         sent: list[str] = []
         for part in split_text(push.text, MAX_TEXT)[push.skip_parts :]:
             token = await self._token.bearer(http, push.policy.timeout_s)
@@ -392,7 +407,7 @@ class ActivityChannel(BaseChannel):
             result = await post_encoded(
                 http,
                 url,
-                body=json.dumps(self._payload(push, conversation, part)).encode(),
+                body=json.dumps(self._payload(addr, conversation, part)).encode(),
                 headers={
                     "authorization": f"Bearer {token}",
                     "content-type": "application/json; charset=utf-8",
@@ -408,6 +423,46 @@ class ActivityChannel(BaseChannel):
         return ChannelAck(
             mode=FailureMode.DELIVERED, platform_message_ids=sent, parts_delivered=len(sent)
         )
+
+    # -- progress --------------------------------------------------------------------------
+
+    def streams_text(self, address: ReplyAddress) -> bool:
+        # Teams streaming (typing frames, then a final message carrying the stream's id) would
+        # tie the durable push to a stream; a typing indicator needs nothing of the reply.
+        return False
+
+    async def progress(
+        self,
+        http: aiohttp.ClientSession,
+        address: ReplyAddress,
+        text_so_far: str | None,
+        state: ProgressState,
+    ) -> bool:
+        """A ``typing`` activity while the agent works; the reply ends it."""
+        if state is ProgressState.DONE:
+            return True
+        target = self._target(address)
+        if target is None:
+            return False
+        url, conversation = target
+        token = await self._token.bearer(http, PROGRESS_TIMEOUT_S)
+        if isinstance(token, ChannelAck):
+            return False
+        result = await post_encoded(
+            http,
+            url,
+            body=json.dumps(self._payload(address, conversation, None, kind="typing")).encode(),
+            headers={
+                "authorization": f"Bearer {token}",
+                "content-type": "application/json; charset=utf-8",
+            },
+            timeout_s=PROGRESS_TIMEOUT_S,
+        )
+        if isinstance(result, ChannelAck):
+            return False
+        if result.status in (401, 403):
+            self._token.drop()
+        return 200 <= result.status < 300
 
     # -- app package -----------------------------------------------------------------------
 

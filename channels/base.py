@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
 
-from hosting.models import ChannelRequest, Frozen, PushRequest, SubmitResult
+from hosting.models import ChannelRequest, Frozen, PushRequest, ReplyAddress, SubmitResult
 
 if TYPE_CHECKING:
     import aiohttp
@@ -277,6 +277,44 @@ class ChecksCredentials(Protocol):
         should send inbound requests (``gateway.public_url`` + ``/channels/<name>``). Returns
         (the credentials work, the platform's answer in a few words, warnings). Must not raise,
         and never puts a credential (or a URL that carries one) into the answer."""
+        ...
+
+
+class ProgressState(StrEnum):
+    WORKING = "working"  # the agent runs; no text yet
+    STREAMING = "streaming"  # text so far exists
+    DONE = "done"  # the agent stopped: the final reply follows as a push (or none, on failure)
+
+
+PROGRESS_TIMEOUT_S = 5.0  # a progress call that takes longer is worth nothing
+
+
+@runtime_checkable
+class ShowsProgress(Protocol):
+    """Push platforms that can show a reply being produced (typing, a draft, a status line)
+    while the agent runs. Progress is a courtesy, sent from the worker without a history
+    event: the final reply is always the durable push, whatever happened to progress."""
+
+    name: str
+    progress_renew_s: float
+    """How often a working indicator is sent again while nothing new is shown (platforms hide
+    it after a while)."""
+
+    def streams_text(self, address: ReplyAddress) -> bool:
+        """Whether progress shows the text so far at this address; if not, only the working
+        indicator is sent (and renewed), however much text arrives."""
+        ...
+
+    async def progress(
+        self,
+        http: aiohttp.ClientSession,
+        address: ReplyAddress,
+        text_so_far: str | None,
+        state: ProgressState,
+    ) -> bool:
+        """Show one frame of progress within ``PROGRESS_TIMEOUT_S``; ``DONE`` carries the final
+        text, or None when the agent failed. Returns whether the platform took it (the caller
+        backs off if not). Must not raise, and never logs the text."""
         ...
 
 

@@ -14,6 +14,10 @@ message key. The gateway answers within Discord's three seconds with a deferred 
 place of the "thinking" message, the rest (a reply split at 2,000 characters) follow it.
 The interaction token lives 15 minutes; later pushes (or pushes to an address without a token)
 go to the user's DM through the bot token instead.
+
+No live progress: the deferred "thinking..." already shows that the agent works until the
+reply replaces it, and editing ``@original`` with partial text would make the first followup
+a second message rather than the reply.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Slack Events API in, Web API ``chat.postMessage`` out.
+"""Slack Events API in, Web API ``chat.postMessage`` out (and, in threads, an
+``assistant.threads.setStatus`` status line while the agent works).
 
 Inbound ``POST /channels/slack`` is signed: ``X-Slack-Signature`` is ``v0=`` + hex HMAC-SHA256
 of ``v0:{X-Slack-Request-Timestamp}:{body}`` with the signing secret, within five minutes.
@@ -19,6 +20,7 @@ import aiohttp
 from pydantic import Field, SecretStr
 
 from channels.base import (
+    PROGRESS_TIMEOUT_S,
     Accepted,
     Answered,
     BaseChannel,
@@ -27,6 +29,7 @@ from channels.base import (
     HttpAnswer,
     InboundHttp,
     InboundOutcome,
+    ProgressState,
     Refused,
     json_answer,
 )
@@ -105,6 +108,7 @@ class SlackChannelSettings(ChannelSettings):
 
 class SlackChannel(BaseChannel):
     name = "slack"
+    progress_renew_s = 60.0  # Slack drops a status after two minutes without a message
 
     def __init__(self, *, settings: SlackChannelSettings) -> None:
         super().__init__(settings=settings)
@@ -239,6 +243,35 @@ class SlackChannel(BaseChannel):
         return ChannelAck(
             mode=FailureMode.DELIVERED, platform_message_ids=sent, parts_delivered=len(sent)
         )
+
+    # -- progress --------------------------------------------------------------------------
+
+    def streams_text(self, address: ReplyAddress) -> bool:
+        # A native stream (chat.startStream) is a message of its own: the durable push would
+        # then be a second copy of the reply. The status line says "working" without that.
+        return False
+
+    async def progress(
+        self,
+        http: aiohttp.ClientSession,
+        address: ReplyAddress,
+        text_so_far: str | None,
+        state: ProgressState,
+    ) -> bool:
+        """A status line under the thread while the agent works. Slack clears it when the
+        reply is posted; only a run that ends without one clears it here."""
+        if not address.thread_id:
+            return True  # a status needs a thread; top-level replies show none
+        if state is ProgressState.DONE and text_so_far is not None:
+            return True
+        status = "" if state is ProgressState.DONE else "is thinking…"
+        payload = {
+            "channel_id": address.conversation_id,
+            "thread_ts": address.thread_id,
+            "status": status,
+        }
+        ack, _ = await self._call(http, "assistant.threads.setStatus", payload, PROGRESS_TIMEOUT_S)
+        return ack.ok
 
     async def check_credentials(
         self, http: aiohttp.ClientSession, url: str, timeout_s: float

@@ -1,4 +1,5 @@
-"""Telegram Bot API: webhook in, ``sendMessage`` out.
+"""Telegram Bot API: webhook in, ``sendMessage`` out (``sendChatAction`` typing and, in
+private chats, ``sendMessageDraft`` drafts while the agent works).
 
 Inbound ``POST /channels/telegram`` carries the secret set with ``setWebhook`` in
 ``X-Telegram-Bot-Api-Secret-Token`` (the body itself is not signed); ``update_id`` is the
@@ -16,6 +17,7 @@ import aiohttp
 from pydantic import Field, SecretStr
 
 from channels.base import (
+    PROGRESS_TIMEOUT_S,
     Accepted,
     Answered,
     BaseChannel,
@@ -24,6 +26,7 @@ from channels.base import (
     HttpAnswer,
     InboundHttp,
     InboundOutcome,
+    ProgressState,
     Refused,
 )
 from channels.chunking import split_text, utf16_len
@@ -91,8 +94,20 @@ class TelegramChannelSettings(ChannelSettings):
     api_base_url: str = "https://api.telegram.org"
 
 
+def _is_private(address: ReplyAddress) -> bool:
+    """Private chats have the user's (positive) id; groups and channels negative ones."""
+    return address.conversation_id.isdigit()
+
+
+def _draft_id(address: ReplyAddress) -> int:
+    """One non-zero id per reply, so its frames animate: the message being answered."""
+    raw = address.reply_to_message_id or ""
+    return (int(raw) % 2_147_483_647 or 1) if raw.isdigit() else 1
+
+
 class TelegramChannel(BaseChannel):
     name = "telegram"
+    progress_renew_s = 4.0  # "typing…" shows for about 5 s, a draft for about 30 s
 
     def __init__(self, *, settings: TelegramChannelSettings) -> None:
         super().__init__(settings=settings)
@@ -222,6 +237,44 @@ class TelegramChannel(BaseChannel):
         return ChannelAck(
             mode=FailureMode.DELIVERED, platform_message_ids=sent, parts_delivered=len(sent)
         )
+
+    # -- progress --------------------------------------------------------------------------
+
+    def streams_text(self, address: ReplyAddress) -> bool:
+        return _is_private(address)  # drafts exist in private chats only
+
+    async def progress(
+        self,
+        http: aiohttp.ClientSession,
+        address: ReplyAddress,
+        text_so_far: str | None,
+        state: ProgressState,
+    ) -> bool:
+        """Typing while the agent works; in private chats a draft of the part being written
+        (the same ``draft_id`` for the whole reply). The draft is an ephemeral preview: the
+        reply itself is still the ``sendMessage`` push, which replaces it."""
+        if state is ProgressState.DONE:
+            return True  # typing stops with the reply, and the draft gives way to it
+        payload: dict[str, Any] = {"chat_id": address.conversation_id}
+        if address.thread_id and address.thread_id.isdigit():
+            payload["message_thread_id"] = int(address.thread_id)
+        if text_so_far and _is_private(address):
+            method = "sendMessageDraft"
+            payload["draft_id"] = _draft_id(address)
+            payload["text"] = split_text(text_so_far, MAX_TEXT, utf16_len)[-1]
+        else:
+            method, payload["action"] = "sendChatAction", "typing"
+        result = await post(
+            http,
+            self.api_url(method),
+            body=json.dumps(payload).encode(),
+            headers={"content-type": "application/json"},
+            timeout_s=PROGRESS_TIMEOUT_S,
+        )
+        if isinstance(result, ChannelAck):
+            return False
+        body: Any = result.json()
+        return result.status == 200 and isinstance(body, dict) and body.get("ok") is True
 
     async def register(self, http: aiohttp.ClientSession, url: str) -> tuple[bool, str]:
         """``setWebhook``: the Bot API then POSTs updates to ``url`` with our secret token."""

@@ -405,6 +405,51 @@ def cmd_channels_package(args: argparse.Namespace) -> Report:
     )
 
 
+def cmd_keys_rotate(args: argparse.Namespace) -> Report:
+    from cli.keys import rotate
+
+    return rotate(args)
+
+
+async def _schedules_list(settings: Settings) -> Report:
+    from routes.schedules import list_check_ins
+
+    client = await _client(settings)
+    found = await list_check_ins(client, settings.gateway.tenant)
+    lines = []
+    for s in found:
+        last = s["last"] or {}
+        lines.append(
+            f"{s['id']}  caller={s['caller']}  channel={s['channel']}  "
+            f"spec={json.dumps(s['spec'])}  next={s['next_at'] or '-'}  "
+            f"paused={'yes' if s['paused'] else 'no'}  "
+            f"last={last.get('outcome') or last.get('status') or '-'}"
+        )
+    lines.append(f"{len(found)} schedule(s)")
+    return Report({"schedules": found, "count": len(found)}, lines)
+
+
+def cmd_schedules_list(args: argparse.Namespace) -> Report:
+    return _run(_schedules_list(_settings()))
+
+
+async def _schedules_change(settings: Settings, given: str, change: str) -> Report:
+    from routes.schedules import apply_change, owned_schedule, public_id_of
+
+    client = await _client(settings)
+    public_id = public_id_of(given)  # ``sch_…`` or the whole ``schedule/{tenant}/sch_…``
+    handle = await owned_schedule(client, settings.gateway.tenant, public_id, None)
+    if handle is None:
+        return Report({"id": public_id}, code=1, error=f"switchboard: {given}: no such schedule")
+    answer = await apply_change(handle, change, note=f"{change} by an operator")
+    done = {"delete": "deleted", "pause": "paused", "resume": "resumed"}[change]
+    return Report({"id": public_id, **answer}, [f"{public_id}: {done}"])
+
+
+def cmd_schedules_change(args: argparse.Namespace) -> Report:
+    return _run(_schedules_change(_settings(), args.schedule_id, args.schedules_command))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -486,6 +531,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_identity_args(purge)
     purge.add_argument("--yes", action="store_true", help="really delete")
     purge.set_defaults(fn=cmd_purge)
+
+    schedules = sub.add_parser("schedules", help="scheduled check-ins (metadata, no prompts)")
+    sched_sub = schedules.add_subparsers(dest="schedules_command", required=True)
+    sched_list = sched_sub.add_parser("list", help="every check-in of the tenant", parents=op)
+    sched_list.set_defaults(fn=cmd_schedules_list)
+    for name, text in (
+        ("pause", "stop firing until resumed"),
+        ("resume", "fire again"),
+        ("delete", "stop for good"),
+    ):
+        p = sched_sub.add_parser(name, help=text, parents=op)
+        p.add_argument("schedule_id", help="sch_… (or schedule/{tenant}/sch_…)")
+        p.set_defaults(fn=cmd_schedules_change)
+
+    keys = sub.add_parser("keys", help="key rotation")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    rotate = keys_sub.add_parser(
+        "rotate",
+        help="print fresh keys and the order to roll them out (writes nothing)",
+        parents=op,
+    )
+    rotate.add_argument("--key-id", help="id of the new codec key (default: k<date><random>)")
+    rotate.set_defaults(fn=cmd_keys_rotate)
     return parser
 
 

@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
 MAX_COMPONENT = 200
@@ -143,3 +144,24 @@ def message_workflow_id(tenant: str, message_key: str) -> str:
     return "/".join(
         ("message", check_component(tenant, "tenant"), check_component(message_key, "message id"))
     )
+
+
+def schedule_id(tenant: str, public_id: str) -> str:
+    """One scheduled check-in: the Temporal Schedule ``schedule/{tenant}/{public_id}``. The
+    public id is ``sch_`` plus ``tuple_key(caller, Idempotency-Key)`` (or of a fresh id)."""
+    return "/".join(
+        ("schedule", check_component(tenant, "tenant"), check_component(public_id, "schedule id"))
+    )
+
+
+def checkin_workflow_id(tenant: str, public_id: str) -> str:
+    """What a check-in's schedule starts; Temporal appends each firing's time to it."""
+    return "/".join(
+        ("checkin", check_component(tenant, "tenant"), check_component(public_id, "schedule id"))
+    )
+
+
+def checkin_message_key(public_id: str, fired_at: datetime) -> str:
+    """The message key of one firing: a retried firing is the same message, so one run."""
+    stamp = fired_at.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return check_component(f"{public_id}.{stamp}", "message key")

@@ -242,6 +242,8 @@ class AgentRequest(Versioned):
     identity_hash: str
     # > 0: the activity records the reply so far in the run at most this often (a stream).
     progress_every_ms: int = 0
+    # Where the reply will land, for live progress on the platform (typing, drafts); None: none.
+    progress_to: ReplyAddress | None = None
 
 
 class AgentProgress(Versioned):
@@ -373,3 +375,46 @@ class MessageInput(Versioned):
     delivery: DeliveryPolicy = Field(default_factory=DeliveryPolicy)
     max_fanout: int = Field(default=8, ge=1)
     continuation_s: float = Field(default=86400.0, gt=0)
+
+
+class CheckInTo(Frozen):
+    """Whom a check-in reaches: a person by their user id on a channel, in the conversation
+    given or (without one) the home conversation their session records when it fires."""
+
+    channel: str
+    user_id: str
+    conversation_id: str | None = None
+    thread_id: str | None = None
+
+
+class CheckInInput(Versioned):
+    """A scheduled check-in (``POST /v1/schedules``), the fixed input of every firing.
+
+    The prompt is content: it is encrypted with every payload and shown by no listing."""
+
+    public_id: str  # ``sch_…``; the schedule is ``schedule/{tenant}/{public_id}``
+    tenant: str
+    caller: str  # the ``[messages].api_keys`` name that created it
+    prompt: str = Field(min_length=1, max_length=100_000)
+    to: CheckInTo
+    max_age_s: float = Field(default=3600.0, gt=0)  # a firing not submitted by then is dropped
+
+
+class CheckInFiring(Versioned):
+    """One firing of a check-in, as the workflow hands it to the submitting activity."""
+
+    check_in: CheckInInput
+    message_key: str  # from the schedule id and the firing's scheduled time
+    fired_at: datetime
+
+
+CheckInOutcome = Literal[
+    "submitted", "duplicate", "busy", "queue_full", "recipient_not_found", "channel_unavailable"
+]
+
+
+class CheckInResult(Frozen):
+    """What one firing did; ``GET /v1/schedules`` shows the last one's ``outcome``."""
+
+    outcome: CheckInOutcome
+    run_id: str | None = None

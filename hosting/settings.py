@@ -200,6 +200,13 @@ class AgentSettings(_Section):
         description="how often a run records the answer so far, for live replies (each record "
         "is one history event); 0 records only the final answer",
     )
+    progress_every_ms: int = Field(
+        default=1000,
+        ge=0,
+        le=60_000,
+        description="how often chat platforms are shown a reply being produced (typing, drafts, "
+        "per conversation; about one update a second is what Telegram and Teams allow); 0: never",
+    )
 
 
 class DeliverySettings(DeliveryPolicy):
@@ -289,6 +296,28 @@ class MessagesSettings(_Section):
     api_keys: dict[str, SecretStr] = Field(default_factory=dict)
 
 
+class TelemetrySettings(_Section):
+    """``[telemetry]``: OpenTelemetry traces, off until a collector is named (the ``otel``
+    extra must be installed then)."""
+
+    otlp_endpoint: str = Field(
+        default="",
+        description="OTLP/gRPC collector, e.g. http://otel-collector:4317; empty: no traces",
+    )
+    sample_ratio: float = Field(
+        default=1.0, ge=0.0, le=1.0, description="share of inbound messages that are traced"
+    )
+
+
+class SchedulesSettings(_Section):
+    """``[schedules]``: scheduled check-ins (``/v1/schedules``, callers from ``[messages]``).
+    Every firing runs the agent, which costs money, so each person has a bound."""
+
+    max_per_identity: int = Field(
+        default=20, ge=1, le=1000, description="schedules one person may have; beyond, 422"
+    )
+
+
 class Settings(BaseSettings):
     """The whole configuration. Build with :func:`load_settings`."""
 
@@ -312,6 +341,8 @@ class Settings(BaseSettings):
     authorization: AuthorizationSettings = Field(default_factory=AuthorizationSettings)
     channels: ChannelsSettings = Field(default_factory=ChannelsSettings)
     messages: MessagesSettings = Field(default_factory=MessagesSettings)
+    schedules: SchedulesSettings = Field(default_factory=SchedulesSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 
     @classmethod
     def settings_customise_sources(

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
     ListSearchAttributesRequest,
 )
-from temporalio.client import Client
+from temporalio.client import Client, Interceptor
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import TLSConfig
 
 from hosting import search_attributes
 from hosting.converter import build_data_converter
+from hosting.metrics import WORKER_HISTOGRAM_BUCKETS
 from hosting.settings import Settings
 
 
 async def connect(
-    settings: Settings, *, lazy: bool = False, runtime: Runtime | None = None
+    settings: Settings,
+    *,
+    lazy: bool = False,
+    runtime: Runtime | None = None,
+    interceptors: Sequence[Interceptor] = (),
 ) -> Client:
     t = settings.temporal
     tls: bool | TLSConfig = t.tls
@@ -34,6 +41,7 @@ async def connect(
         api_key=t.api_key.get_secret_value() if t.api_key else None,
         lazy=lazy,
         runtime=runtime,
+        interceptors=interceptors,  # tracing, when [telemetry] turns it on
     )
 
 
@@ -43,7 +51,14 @@ def metrics_runtime(address: str) -> Runtime | None:
         return None
     return Runtime(
         telemetry=TelemetryConfig(
-            metrics=PrometheusConfig(bind_address=address, counters_total_suffix=True)
+            metrics=PrometheusConfig(
+                bind_address=address,
+                counters_total_suffix=True,
+                # Our histograms are in seconds; the SDK's default buckets are not.
+                histogram_bucket_overrides={
+                    name: list(buckets) for name, buckets in WORKER_HISTOGRAM_BUCKETS.items()
+                },
+            )
         )
     )
 

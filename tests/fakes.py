@@ -106,13 +106,31 @@ class FakeWebhookReceiver(_Fake):
 class FakeTelegram(_Fake):
     """The Bot API's ``/bot<token>/<method>`` with its JSON answers and error shapes."""
 
+    PROGRESS_METHODS = ("sendChatAction", "sendMessageDraft")
+
     def __init__(self) -> None:
         super().__init__()
         self._ids = itertools.count(1000)
+        self.progress_status: int | None = None  # set: every progress call fails with it
 
     @property
     def base_url(self) -> str:
         return self.url("")
+
+    def progress(self, payload: dict[str, Any], method: str) -> web.Response:
+        """Typing and drafts: recorded in ``calls``, never delivered, never scripted."""
+        if self.progress_status == 429:
+            return self.error(429, "Too Many Requests: retry after 5", retry_after=5)
+        if self.progress_status is not None:
+            return self.error(self.progress_status, "Internal Server Error")
+        if method == "sendChatAction" and payload.get("action") != "typing":
+            return self.error(400, "Bad Request: wrong parameter action in request")
+        if method == "sendMessageDraft":
+            if not str(payload.get("chat_id", "")).isdigit():  # private chats only
+                return self.error(400, "Bad Request: chat not found")
+            if not payload.get("draft_id") or len(payload.get("text", "")) > 4096:
+                return self.error(400, "Bad Request: invalid draft")
+        return web.json_response({"ok": True, "result": True})
 
     @staticmethod
     def error(status: int, description: str, **parameters: Any) -> web.Response:
@@ -128,6 +146,8 @@ class FakeTelegram(_Fake):
         self.calls.append((request.match_info["method"], payload))
         if request.match_info["method"] == "setWebhook":
             return web.json_response({"ok": True, "result": True, "description": "Webhook was set"})
+        if request.match_info["method"] in self.PROGRESS_METHODS:
+            return self.progress(payload, request.match_info["method"])
         scripted = await self._scripted()
         if scripted:
             failure, retry = scripted
@@ -164,9 +184,25 @@ class FakeTelegram(_Fake):
 class FakeSlack(_Fake):
     """The Web API under ``/api``: 200 with ``ok: false`` for most errors, 429 for rate limits."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.progress_status: int | None = None  # set: every status call fails with it
+
     @property
     def base_url(self) -> str:
         return self.url("/api")
+
+    def set_status(self, payload: dict[str, Any]) -> web.Response:
+        """``assistant.threads.setStatus``: recorded in ``calls``, never delivered."""
+        if self.progress_status == 429:
+            return web.json_response(
+                {"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": "5"}
+            )
+        if self.progress_status is not None:
+            return web.json_response({"ok": False, "error": "internal_error"}, status=500)
+        if not (payload.get("channel_id") and payload.get("thread_ts")) or "status" not in payload:
+            return web.json_response({"ok": False, "error": "invalid_arguments"})
+        return web.json_response({"ok": True})
 
     async def method(self, request: web.Request) -> web.Response:
         if request.headers.get("Authorization") != f"Bearer {SLACK_TOKEN}":
@@ -176,6 +212,8 @@ class FakeSlack(_Fake):
         self.calls.append((name, payload))
         if name == "conversations.open":
             return web.json_response({"ok": True, "channel": {"id": "D" + payload["users"]}})
+        if name == "assistant.threads.setStatus":
+            return self.set_status(payload)
         scripted = await self._scripted()
         if scripted:
             failure, retry = scripted

@@ -64,6 +64,7 @@ class FakeBotFramework(_Fake):
         self.connector_calls: list[tuple[str, str, dict[str, Any]]] = []  # raw path, auth, body
         self.keys_down = False
         self._ids = itertools.count(1_700_000_000_000)
+        self.typing: list[str] = []  # raw paths of typing activities, in order
 
     @property
     def base_url(self) -> str:
@@ -166,6 +167,9 @@ class FakeBotFramework(_Fake):
             return web.json_response(
                 {"message": "Authorization has been denied for this request."}, status=401
             )
+        if payload.get("type") == "typing":  # an indicator: never delivered, never scripted
+            self.typing.append(request.raw_path)
+            return web.json_response({"id": str(next(self._ids))})
         scripted = await self._scripted()
         if scripted:
             failure, retry = scripted

@@ -109,6 +109,12 @@ class AgentRunWorkflow:
                     channel=request.channel,
                     identity_hash=inp.submit.identity_hash,
                     progress_every_ms=opts.stream_every_ms,
+                    # Typing and drafts only where the reply itself will land (push channels).
+                    progress_to=request.reply_to
+                    if opts.deliver_to_origin
+                    and opts.stream_every_ms > 0
+                    and opts.target.kind in ("originating", "all_linked")
+                    else None,
                 ),
                 start_to_close_timeout=timedelta(seconds=opts.agent_timeout_s),
                 schedule_to_close_timeout=timedelta(seconds=opts.max_duration_s),
