@@ -8,6 +8,8 @@ authenticates its callers (bearer key, signed cookie) can follow its runs there.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -70,6 +72,7 @@ async def cancel_run(client: Client, run_id: str, session_id: str | None) -> boo
 
 
 MAX_WAIT_S = 60.0
+STREAM_LIMIT_S = 15 * 60
 
 
 class RunAccess:
@@ -144,6 +147,7 @@ def run_json(token: str, view: RunView) -> dict[str, Any]:
         "status": view.status.value,
         "channel": view.channel,
         "output_text": view.output_text,
+        "partial_text": view.partial_text,
         "error": view.error,
         "created_at": view.created_at.isoformat(),
         "updated_at": view.updated_at.isoformat(),
@@ -175,10 +179,18 @@ class RunsApi:
         claims = self._access.claims(request.match_info["token"], caller)
         return token_not_found() if claims is None else claims
 
-    async def status(self, request: web.Request) -> web.Response:
+    async def status(self, request: web.Request) -> web.StreamResponse:
         claims = self._claims(request, for_write=False)
         if isinstance(claims, web.Response):
             return claims
+        if request.query.get("stream") == "true":
+            try:
+                with request.app[LIMITS].streams.hold(claims.caller):
+                    return await self._events(request, claims)
+            except TooMany as exc:
+                answer = openai_error(429, "Too many open requests.", "rate_limit_exceeded")
+                answer.headers["Retry-After"] = str(int(exc.retry_after_s))
+                return answer
         try:
             wait = min(float(request.query.get("wait", "0")), MAX_WAIT_S)
         except ValueError:
@@ -200,6 +212,46 @@ class RunsApi:
                 return answer
             view = changed or view
         return web.json_response(run_json(request.match_info["token"], view))
+
+    async def _events(self, request: web.Request, claims: TokenClaims) -> web.StreamResponse:
+        """Server-Sent Events for callers that do not speak the Responses API: one ``run``
+        event (the whole run object, with ``partial_text`` while the agent answers) per change,
+        until the run has finished. Every event is the full state, so a reader that reconnects
+        loses nothing; its ``id`` counts the recorded batches, and a reconnect that sends
+        ``Last-Event-ID`` skips a first event it has already seen."""
+        token = request.match_info["token"]
+        client = request.app[self._client_key]
+        resp = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await resp.prepare(request)
+        last_sent = request.headers.get("Last-Event-ID")
+        deadline = time.monotonic() + STREAM_LIMIT_S
+        with contextlib.suppress(ConnectionResetError):
+            async with self._access.views.follow(client, claims.run_id) as watch:
+                seen = 0
+                while await watch.newer_than(seen, deadline - time.monotonic()):
+                    seen = watch.version
+                    view = (
+                        await self._access.view(client, claims)
+                        if watch.view is None
+                        else (watch.view)
+                    )
+                    if view is None:
+                        continue
+                    event_id = f"{view.status.value}.{len(view.stream_ends)}"
+                    if event_id != last_sent:
+                        data = json.dumps(run_json(token, view))
+                        await resp.write(f"id: {event_id}\nevent: run\ndata: {data}\n\n".encode())
+                        last_sent = event_id
+                    if view.status.finished:
+                        break
+            await resp.write(b"event: end\ndata: {}\n\n")
+        return resp
 
     async def cancel(self, request: web.Request) -> web.Response:
         claims = self._claims(request, for_write=True)

@@ -102,3 +102,33 @@ async def test_the_run_records_the_answer_so_far_in_bounded_batches(stack: Stack
     # Six deltas 150 ms apart, recorded at most every 50 ms: at most one signal per delta.
     assert 2 <= len(signals) <= 6
     assert len(view.stream_ends) == len(signals)
+
+
+@pytest.mark.parametrize("settings_overrides", [STREAMING], indirect=True)
+async def test_v1_runs_streams_the_whole_state_for_other_callers(
+    stack: Stack, alice: AsyncOpenAI
+) -> None:
+    import json
+
+    created = await alice.responses.create(model="m", input=TEXT, background=True)
+    auth = {"Authorization": f"Bearer {KEYS['alice']}"}
+    resp = await stack.http.get(f"/v1/runs/{created.id}?stream=true", headers=auth)
+    assert resp.headers["Content-Type"].startswith("text/event-stream")
+    events: list[tuple[str, dict[str, object]]] = []
+    event_id = ""
+    async for raw in resp.content:
+        line = raw.decode().strip()
+        if line.startswith("id: "):
+            event_id = line[4:]
+        if line.startswith("data: ") and line != "data: {}":
+            events.append((event_id, json.loads(line[6:])))
+    partials = [e["partial_text"] for _, e in events if e["partial_text"]]
+    assert len(partials) >= 2 and all(f"echo: {TEXT}".startswith(str(p)) for p in partials)
+    last_id, last = events[-1]
+    assert last["status"] == "completed" and last["output_text"] == f"echo: {TEXT}"
+    # A reconnect that already saw the final state gets nothing new but the end.
+    again = await stack.http.get(
+        f"/v1/runs/{created.id}?stream=true", headers={**auth, "Last-Event-ID": last_id}
+    )
+    body = await again.text()
+    assert "event: run" not in body and "event: end" in body
