@@ -319,8 +319,11 @@ class SessionWorkflow:
 
     @workflow.query
     def pending_runs(self) -> list[str]:
-        """Run IDs accepted but not started yet (their workflows do not exist so far)."""
-        return [
+        """Run IDs accepted but not started yet (their workflows do not exist so far),
+        including the one whose start is on its way: between leaving the queue and its child
+        workflow existing, a run must not look unknown to a reader."""
+        starting = [self._current] if self._current and not self._current_started else []
+        return starting + [
             run_workflow_id(i.request.tenant, i.request.channel, i.request.message_key)
             for i in self._queue
         ]
