@@ -73,7 +73,8 @@ async def revoke_links(client: Client, session_id: str) -> None:
 
 
 async def purge_identity(client: Client, settings: Settings, session_id: str) -> list[str]:
-    """Delete the session and every run of one isolation key, found by its keyed hash."""
+    """Delete the session, every run and message of one isolation key and its scheduled
+    check-ins, all found by their keyed hash."""
     key = session_id.split("/", 2)[2]
     hashed = identity_hash(settings.security.identity_key_bytes(), key)
     query = f'{sa.IDENTITY_HASH.name} = "{hashed}"'
@@ -86,4 +87,8 @@ async def purge_identity(client: Client, settings: Settings, session_id: str) ->
             )
         )
         deleted.append(wf.id)
+    # Check-ins scheduled for the person carry the same hash: they go too.
+    async for entry in await client.list_schedules(query):
+        await client.get_schedule_handle(entry.id).delete()
+        deleted.append(entry.id)
     return deleted

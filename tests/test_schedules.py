@@ -322,3 +322,27 @@ async def test_operator_commands_show_metadata_only(stack: Stack) -> None:
     gone = await _schedules_change(stack.settings, public_id, "delete")
     assert gone.code == 1 and gone.error is not None
     assert await change(stack, public_id, "pause") == 404
+
+
+async def test_purging_a_person_deletes_their_check_ins(stack: Stack) -> None:
+    from cli.operations import purge_identity, session_id_for
+
+    user = f"purged-{uuid.uuid4().hex[:6]}"
+    await introduce(stack, user)
+    made = await create(
+        stack,
+        {"to": {"channel": "webhook", "user_id": user}, "prompt": "weekly?", "every_s": 3600},
+    )
+
+    async def visible() -> bool:
+        return any(s["id"] == made["id"] for s in await listed(stack))
+
+    await eventually(visible, timeout=20)
+    session = session_id_for(stack.settings, "webhook", user, None, "per_user")
+    deleted = await purge_identity(stack.client, stack.settings, session)
+    assert any(d.endswith(made["id"]) for d in deleted), deleted
+
+    async def gone() -> bool:
+        return all(s["id"] != made["id"] for s in await listed(stack))
+
+    await eventually(gone, timeout=20)
