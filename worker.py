@@ -27,6 +27,7 @@ from activities.delivery import DeliveryActivities
 from activities.linking import LinkActivities
 from activities.redelivery import RedeliveryActivities
 from activities.schedules import CheckInActivities
+from activities.tools import ToolActivities, ToolRegistry
 from channels.catalog import load_settings
 from channels.registry import ChannelRegistry, build_registry
 from hosting.logs import configure_logging, get_logger
@@ -40,6 +41,7 @@ from hosting.temporal_client import (
     metrics_runtime,
 )
 from routes.schedules import fire_check_in
+from workflows.agent_loop import ToolApprovalWorkflow
 from workflows.checkin import CheckInWorkflow
 from workflows.link import LinkChallengeWorkflow
 from workflows.message import ProactiveMessageWorkflow
@@ -54,6 +56,7 @@ WORKFLOWS = [
     RedeliveryWorkflow,
     ProactiveMessageWorkflow,
     CheckInWorkflow,
+    ToolApprovalWorkflow,
 ]
 log = get_logger("switchboard.worker")
 
@@ -84,9 +87,10 @@ async def build_worker(
 ) -> AsyncIterator[Worker]:
     """A configured worker with its HTTP session; the caller runs it."""
     registry = registry if registry is not None else build_registry(settings)
+    tools = ToolRegistry(settings.agent)  # imports the tools: a bad one stops start-up here
     async with aiohttp.ClientSession() as http:
         agent = AgentActivities(
-            build_backend(settings.agent, http),
+            build_backend(settings.agent, http, tools),
             client,
             channels=registry,
             http=http,
@@ -97,12 +101,16 @@ async def build_worker(
         redelivery = RedeliveryActivities(client)
         # A check-in enters its session through the gateway's own intake code.
         check_ins = CheckInActivities(partial(fire_check_in, client, settings, registry))
+        tool_calls = ToolActivities(tools, client)
         yield Worker(
             client,
             task_queue=task_queue or settings.temporal.task_queue,
             workflows=WORKFLOWS,
             activities=[
                 agent.invoke_agent,
+                agent.model_step,
+                tool_calls.call_tool,
+                tool_calls.answer_approval,
                 delivery.push_reply,
                 linking.new_link_code,
                 linking.confirm_link,

@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
-from activities.agent_backends import AgentBackend
-from activities.names import AGENT_PROGRESS_SIGNAL
+from activities.agent_backends import AgentBackend, StepsWithTools
+from activities.names import AGENT_PROGRESS_SIGNAL, AGENT_REJECTED
 from channels.base import PROGRESS_TIMEOUT_S, ProgressState, ShowsProgress
 from hosting.logs import get_logger
-from hosting.models import AgentProgress, AgentReply, AgentRequest, ReplyAddress
+from hosting.models import AgentProgress, AgentReply, AgentRequest, AgentStep, ReplyAddress
 from hosting.targets import destination_key
 
 if TYPE_CHECKING:
@@ -229,3 +230,23 @@ class AgentActivities:
                 task.cancel()
             if live is not None:
                 live.finish(None)
+
+    @activity.defn(name="model_step")
+    async def model_step(self, step: AgentStep) -> AgentReply:
+        """One model call after the first of a turn with tools (the first is ``invoke_agent``):
+        its answer, or the next tool calls. Once recorded, it is never asked again."""
+        backend = self._backend
+        if not isinstance(backend, StepsWithTools):
+            raise ApplicationError(
+                "this agent kind has no tool steps", type=AGENT_REJECTED, non_retryable=True
+            )
+        task = asyncio.ensure_future(backend.step(step))
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_EVERY_S)
+                if done:
+                    return task.result()
+                activity.heartbeat()
+        finally:
+            if not task.done():
+                task.cancel()

@@ -8,14 +8,15 @@ import inspect
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import aiohttp
 from temporalio.exceptions import ApplicationError
 
 from activities.names import AGENT_REJECTED
+from activities.tools import ToolRegistry
 from channels.http_push import parse_retry_after
-from hosting.models import AgentReply, AgentRequest, Turn
+from hosting.models import AgentReply, AgentRequest, AgentStep, Turn
 from hosting.settings import AgentSettings, ConfigError
 
 OnDelta = Callable[[str], Awaitable[None]]
@@ -53,30 +54,111 @@ class EchoAgent:
 
 
 class OpenAIChatAgent:
-    """Chat Completions over aiohttp: 429 and 5xx are retried (honouring Retry-After), 4xx not."""
+    """Chat Completions over aiohttp: 429 and 5xx are retried (honouring Retry-After), 4xx not.
 
-    def __init__(self, settings: AgentSettings, http: aiohttp.ClientSession) -> None:
+    With tools, every call offers them and may come back with tool calls instead of an
+    answer; the run workflow runs those and asks again (:meth:`step`)."""
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        http: aiohttp.ClientSession,
+        tools: ToolRegistry | None = None,
+    ) -> None:
         self._url = settings.base_url.rstrip("/") + "/chat/completions"
         self._model = settings.model
         self._system = settings.system_prompt
         self._key = settings.api_key.get_secret_value() if settings.api_key else None
         self._timeout = aiohttp.ClientTimeout(total=settings.timeout_s)
         self._http = http
+        self._tools = tools if tools else None
 
-    def _messages(self, request: AgentRequest) -> list[dict[str, str]]:
-        messages = [{"role": "system", "content": self._system}]
+    def _messages(self, request: AgentRequest) -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = [{"role": "system", "content": self._system}]
         messages += [{"role": t.role, "content": t.text} for t in request.transcript]
         messages.append({"role": "user", "content": request.text})
         return messages
 
     async def reply(self, request: AgentRequest, on_delta: OnDelta = _ignore) -> AgentReply:
-        headers = {"content-type": "application/json"}
-        if self._key:
-            headers["authorization"] = f"Bearer {self._key}"
+        if self._tools is not None:
+            return await self.step(AgentStep(request=request), on_delta)
         body: dict[str, Any] = {"model": self._model, "messages": self._messages(request)}
         if request.progress_every_ms:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
+        data = await self._post(body, on_delta)
+        if isinstance(data, AgentReply):
+            return data
+        try:
+            text = data["choices"][0]["message"]["content"] or ""
+        except (KeyError, IndexError, TypeError):
+            raise _malformed("choices[0].message.content") from None
+        usage = data.get("usage") or {}
+        return AgentReply(
+            text=text,
+            usage_input_tokens=usage.get("prompt_tokens"),
+            usage_output_tokens=usage.get("completion_tokens"),
+        )
+
+    async def step(self, step: AgentStep, on_delta: OnDelta = _ignore) -> AgentReply:
+        """One model call of a turn with tools: the answer, or the tools it wants called.
+        Not streamed: a step's text is the answer only once no tool call comes with it."""
+        tools = self._tools
+        if tools is None:
+            raise ApplicationError(
+                "agent.tools is not configured on this worker",
+                type=AGENT_REJECTED,
+                non_retryable=True,
+            )
+        messages = self._messages(step.request)
+        for exchange in step.exchanges:
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": exchange.text,
+                    "tool_calls": [
+                        {
+                            "id": call.call_id,
+                            "type": "function",
+                            "function": {"name": call.name, "arguments": call.arguments},
+                        }
+                        for call in exchange.calls
+                    ],
+                }
+            )
+            messages += [
+                {"role": "tool", "tool_call_id": result.call_id, "content": result.content}
+                for result in exchange.results
+            ]
+        body = {"model": self._model, "messages": messages, "tools": tools.specs()}
+        data = await self._post(body, on_delta)
+        assert not isinstance(data, AgentReply)  # not streamed
+        try:
+            message = data["choices"][0]["message"]
+            raw_calls = message.get("tool_calls") or []
+            calls = [
+                tools.call(c["id"], c["function"]["name"], c["function"].get("arguments") or "{}")
+                for c in raw_calls
+            ]
+        except (KeyError, IndexError, TypeError, AttributeError):
+            raise _malformed("choices[0].message") from None
+        text = message.get("content") or ""
+        if not calls:
+            await on_delta(text)
+        usage = data.get("usage") or {}
+        return AgentReply(
+            text=text,
+            usage_input_tokens=usage.get("prompt_tokens"),
+            usage_output_tokens=usage.get("completion_tokens"),
+            tool_calls=calls,
+            tool_limits=tools.limits,
+        )
+
+    async def _post(self, body: dict[str, Any], on_delta: OnDelta) -> dict[str, Any] | AgentReply:
+        """The server's JSON answer, or the whole streamed answer when ``body`` asks to stream."""
+        headers = {"content-type": "application/json"}
+        if self._key:
+            headers["authorization"] = f"Bearer {self._key}"
         try:
             async with self._http.post(
                 self._url, json=body, headers=headers, timeout=self._timeout
@@ -95,23 +177,16 @@ class OpenAIChatAgent:
                     )
                 if body.get("stream"):
                     return await _read_stream(resp, on_delta)
-                data = await resp.json(content_type=None)
+                data: dict[str, Any] = await resp.json(content_type=None)
+                return data
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise ApplicationError(f"agent server unreachable ({type(exc).__name__})") from None
-        try:
-            text = data["choices"][0]["message"]["content"] or ""
-        except (KeyError, IndexError, TypeError):
-            raise ApplicationError(
-                "agent server answered without choices[0].message.content",
-                type=AGENT_REJECTED,
-                non_retryable=True,
-            ) from None
-        usage = data.get("usage") or {}
-        return AgentReply(
-            text=text,
-            usage_input_tokens=usage.get("prompt_tokens"),
-            usage_output_tokens=usage.get("completion_tokens"),
-        )
+
+
+def _malformed(what: str) -> ApplicationError:
+    return ApplicationError(
+        f"agent server answered without {what}", type=AGENT_REJECTED, non_retryable=True
+    )
 
 
 async def _read_stream(resp: aiohttp.ClientResponse, on_delta: OnDelta) -> AgentReply:
@@ -178,11 +253,20 @@ class PythonAgent:
         return reply
 
 
-def build_backend(settings: AgentSettings, http: aiohttp.ClientSession) -> AgentBackend:
+@runtime_checkable
+class StepsWithTools(Protocol):
+    async def step(self, step: AgentStep, on_delta: OnDelta = _ignore) -> AgentReply:
+        """One model call of a turn with tools (see :meth:`OpenAIChatAgent.step`)."""
+        ...
+
+
+def build_backend(
+    settings: AgentSettings, http: aiohttp.ClientSession, tools: ToolRegistry | None = None
+) -> AgentBackend:
     if settings.kind == "echo":
         return EchoAgent(settings.delay_ms, settings.stream_delay_ms)
     if settings.kind == "openai":
-        return OpenAIChatAgent(settings, http)
+        return OpenAIChatAgent(settings, http, tools)
     if not settings.callable:
         raise ConfigError("agent.callable: required when agent.kind = 'python'")
     return PythonAgent(settings.callable)

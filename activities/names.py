@@ -13,3 +13,6 @@ NON_RETRYABLE_PUSH = [PUSH_REJECTED, PUSH_UNAUTHORIZED, PUSH_EXPIRED]
 # The agent activity signals its run with the answer so far (activities may not import
 # workflows, so the run's handler is registered under this name).
 AGENT_PROGRESS_SIGNAL = "agent_progress"
+
+# A tool the model named that cannot run as asked (unknown, bad arguments): never retried.
+TOOL_REFUSED = "ToolRefused"

@@ -165,3 +165,9 @@ def checkin_message_key(public_id: str, fired_at: datetime) -> str:
     """The message key of one firing: a retried firing is the same message, so one run."""
     stamp = fired_at.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     return check_component(f"{public_id}.{stamp}", "message key")
+
+
+def approval_workflow_id(session_id: str, code: str) -> str:
+    """One tool call waiting for a person: ``approval/{session}/{code}``. Scoped by the session,
+    so a code means nothing from another conversation (it answers like an unknown code)."""
+    return f"approval/{session_id.removeprefix('session/')}/{code.strip().upper()}"

@@ -232,6 +232,10 @@ class RunView(Frozen):
     # it ends (readers number stream events by batch, so a reconnect resumes exactly).
     partial_text: str | None = None
     stream_ends: list[int] = Field(default_factory=list)
+    # While a tool call waits for the person's approval: the tool's name, and the message that
+    # asked them (pull channels show it here; push channels also got it as a message).
+    pending_tool: str | None = None
+    action_text: str | None = None
 
 
 class AgentRequest(Versioned):
@@ -254,16 +258,94 @@ class AgentProgress(Versioned):
     text: str
 
 
+class ToolCall(Frozen):
+    """One call the model asked for, with the policy the worker's ``[agent]`` settings give
+    it (decided where the model's answer was read, so the workflow reads no configuration)."""
+
+    call_id: str
+    name: str
+    arguments: str  # JSON text as the model wrote it: content
+    known: bool = True  # a configured tool; an unknown name is answered without running
+    requires_approval: bool = False
+    timeout_s: float = 300.0
+    max_attempts: int = Field(default=3, ge=1)  # 1: not idempotent, never retried
+
+
+class ToolResult(Frozen):
+    call_id: str
+    content: str  # what the model reads: content
+    ok: bool = True
+
+
+class ToolExchange(Frozen):
+    """One model step that asked for tools, and what they answered."""
+
+    text: str | None = None  # what the model said alongside its calls
+    calls: list[ToolCall]
+    results: list[ToolResult]
+
+
+class ToolLoopLimits(Frozen):
+    max_steps: int = Field(default=8, ge=1)  # model calls per turn
+    approval_timeout_s: float = Field(default=86400.0, gt=0)
+
+
 class AgentReply(Versioned):
     text: str
     usage_input_tokens: int | None = None
     usage_output_tokens: int | None = None
+    # With ``[agent] tools``: the calls the model asked for instead of answering (none: this is
+    # the answer), and the turn's bounds.
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    tool_limits: ToolLoopLimits | None = None
+
+
+class AgentStep(Versioned):
+    """One model call after the first of a turn with tools: the request and every exchange
+    so far (the activity rebuilds the Chat Completions messages from them)."""
+
+    request: AgentRequest
+    exchanges: list[ToolExchange] = Field(default_factory=list)
+
+
+class ToolInvocation(Versioned):
+    run_id: str
+    call: ToolCall
+    idempotency_key: str  # ``{run_id}:{call_id}``: the tool's key for its own side effects
+
+
+class ApprovalStart(Versioned):
+    """One tool call waiting for a person (``approval/{session}/{code}``)."""
+
+    run_id: str
+    code: str
+    tool: str
+    approvers: list[Identity]  # who started the run and the accounts linked to them
+    timeout_s: float = Field(gt=0)
+
+
+class ApprovalAnswer(Versioned):
+    """``/approve CODE`` or ``/deny CODE``, from the account that typed it (in the session
+    it was typed in: ``identity.session_id``)."""
+
+    code: str
+    approve: bool
+    identity: Identity
+
+
+class ApprovalOutcome(Frozen):
+    accepted: bool  # False: unknown, expired, answered or not theirs (all look the same)
+
+
+class ApprovalDecision(Frozen):
+    approved: bool
+    timed_out: bool = False
 
 
 class PushRequest(Versioned):
     idempotency_key: str
     run_id: str
-    phase: Literal["echo", "response"]
+    phase: Literal["echo", "response", "approval"]
     address: ReplyAddress
     text: str
     created_at: datetime

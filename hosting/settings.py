@@ -207,6 +207,36 @@ class AgentSettings(_Section):
         description="how often chat platforms are shown a reply being produced (typing, drafts, "
         "per conversation; about one update a second is what Telegram and Teams allow); 0: never",
     )
+    tools: list[str] = Field(
+        default_factory=list,
+        description="module:function tools for kind = openai (typed, documented functions)",
+    )
+    approval_required: list[str] = Field(
+        default_factory=list, description="tool names that run only after the person approves"
+    )
+    approval_timeout_s: float = Field(
+        default=86400.0, gt=0, description="an approval not given by then counts as denied"
+    )
+    max_steps: int = Field(default=8, ge=1, le=100, description="model calls per turn")
+    tool_timeouts_s: dict[str, float] = Field(
+        default_factory=dict, description="per tool name; default agent.timeout_s"
+    )
+    tools_not_idempotent: list[str] = Field(
+        default_factory=list, description="tool names never retried (a retry could repeat them)"
+    )
+
+    @model_validator(mode="after")
+    def _tools_need_openai(self) -> AgentSettings:
+        if self.tools and self.kind != "openai":
+            raise ValueError("agent.tools: tools need agent.kind = 'openai'")
+        names = {t.rpartition(":")[2] for t in self.tools}
+        for key in ("approval_required", "tools_not_idempotent", "tool_timeouts_s"):
+            unknown = sorted(set(getattr(self, key)) - names)
+            if unknown:
+                raise ValueError(f"agent.{key}: not in agent.tools: {', '.join(unknown)}")
+        if any(t <= 0 for t in self.tool_timeouts_s.values()):
+            raise ValueError("agent.tool_timeouts_s: timeouts must be > 0")
+        return self
 
 
 class DeliverySettings(DeliveryPolicy):

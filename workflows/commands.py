@@ -1,14 +1,17 @@
-"""Chat commands every channel understands (``/link``, ``/unlink``), parsed purely."""
+"""Chat commands every channel understands (``/link``, ``/unlink``, ``/approve``, ``/deny``),
+parsed purely."""
 
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Literal, cast
 
 from hosting.models import Frozen
 
-CommandName = Literal["link", "unlink"]
-_COMMAND = re.compile(r"^/(link|unlink)(?:@[A-Za-z0-9_]+)?(?:\s+(\S+))?\s*$", re.IGNORECASE)
+CommandName = Literal["link", "unlink", "approve", "deny"]
+_COMMAND = re.compile(
+    r"^/(link|unlink|approve|deny)(?:@[A-Za-z0-9_]+)?(?:\s+(\S+))?\s*$", re.IGNORECASE
+)
 
 
 class Command(Frozen):
@@ -17,9 +20,10 @@ class Command(Frozen):
 
 
 def parse_command(text: str) -> Command | None:
-    """``/link``, ``/link CODE``, ``/unlink`` (``/cmd@botname`` too); anything else is chat."""
+    """``/link``, ``/link CODE``, ``/unlink``, ``/approve CODE``, ``/deny CODE`` (``/cmd@botname``
+    too); anything else is chat."""
     match = _COMMAND.match(text.strip())
     if not match:
         return None
-    name: CommandName = "link" if match.group(1).lower() == "link" else "unlink"
+    name = cast(CommandName, match.group(1).lower())
     return Command(name=name, argument=match.group(2))

@@ -21,12 +21,15 @@ with workflow.unsafe.imports_passed_through():
     from activities.agent import AgentActivities
     from activities.linking import LinkActivities
     from activities.names import AGENT_PROGRESS_SIGNAL, AGENT_REJECTED
+    from activities.tools import ToolActivities
     from hosting import search_attributes as sa
     from hosting.ids import delivery_key, link_workflow_id
     from hosting.models import (
         AgentProgress,
         AgentReply,
         AgentRequest,
+        ApprovalAnswer,
+        ApprovalOutcome,
         DestinationStatus,
         Identity,
         LinkCode,
@@ -42,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from hosting.targets import destination_key, destination_label, resolve
     from workflows import names
+    from workflows.agent_loop import ToolLoop, TurnExpired
     from workflows.commands import Command, parse_command
     from workflows.ledger import DeliveryLedger
     from workflows.link import LinkChallengeWorkflow
@@ -72,6 +76,10 @@ class AgentRunWorkflow:
         self._partial = ""
         self._stream_ends: list[int] = []
         self._stream_attempt = 0
+        self._is_command: bool | None = None
+        self._pending_tool: str | None = None
+        self._action_text: str | None = None
+        self._released = False  # the session was told early, while a tool waits for approval
 
     @workflow.run
     async def run(self, inp: RunInput) -> RunView:
@@ -93,29 +101,37 @@ class AgentRunWorkflow:
         request = inp.submit.request
         self._set_status(RunStatus.IN_PROGRESS)
         command = parse_command(request.text)
+        if (
+            command is not None
+            and command.name in ("approve", "deny")
+            and not workflow.patched("approval-commands")
+        ):
+            command = None  # recorded before these were commands: it was chat then
+        self._is_command = command is not None
         if command is not None:
             self._output = await self._command(inp, command)
             self._set_status(RunStatus.COMPLETED)
             if opts.deliver_to_origin:  # command answers never leave their conversation
                 await self._deliver(request.reply_to, self._output)
             return
+        agent_request = AgentRequest(
+            run_id=inp.run_id,
+            text=request.text,
+            transcript=inp.transcript,
+            channel=request.channel,
+            identity_hash=inp.submit.identity_hash,
+            progress_every_ms=opts.stream_every_ms,
+            # Typing and drafts only where the reply itself will land (push channels).
+            progress_to=request.reply_to
+            if opts.deliver_to_origin
+            and opts.stream_every_ms > 0
+            and opts.target.kind in ("originating", "all_linked")
+            else None,
+        )
         try:
             reply: AgentReply = await workflow.execute_activity_method(
                 AgentActivities.invoke_agent,
-                AgentRequest(
-                    run_id=inp.run_id,
-                    text=request.text,
-                    transcript=inp.transcript,
-                    channel=request.channel,
-                    identity_hash=inp.submit.identity_hash,
-                    progress_every_ms=opts.stream_every_ms,
-                    # Typing and drafts only where the reply itself will land (push channels).
-                    progress_to=request.reply_to
-                    if opts.deliver_to_origin
-                    and opts.stream_every_ms > 0
-                    and opts.target.kind in ("originating", "all_linked")
-                    else None,
-                ),
+                agent_request,
                 start_to_close_timeout=timedelta(seconds=opts.agent_timeout_s),
                 schedule_to_close_timeout=timedelta(seconds=opts.max_duration_s),
                 heartbeat_timeout=timedelta(seconds=opts.agent_heartbeat_s),
@@ -125,6 +141,12 @@ class AgentRunWorkflow:
                     non_retryable_error_types=[AGENT_REJECTED],
                 ),
             )
+            if reply.tool_calls:  # only with [agent] tools: the loop runs here, step by step
+                reply = await ToolLoop(inp, agent_request, self).finish(reply)
+        except TurnExpired:
+            self._error = "the run exceeded its maximum duration"
+            self._set_status(RunStatus.EXPIRED)
+            return
         except ActivityError as err:
             if isinstance(err.cause, CancelledError):
                 # The run was cancelled while the agent ran; the activity honoured it.
@@ -169,17 +191,25 @@ class AgentRunWorkflow:
             # The reply exists: a cancel (an interrupting message, say) stops no delivery.
             await deliveries
 
-    async def _deliver(self, address: ReplyAddress, text: str, echo: str | None = None) -> None:
+    async def _deliver(
+        self,
+        address: ReplyAddress,
+        text: str,
+        echo: str | None = None,
+        *,
+        phase: Literal["response", "approval"] = "response",
+        key_suffix: str = "",
+    ) -> None:
         """Push one reply (after the user's input, for ``echo_input`` elsewhere) with the run's
         retry schedule; what cannot be delivered is kept as a dead letter for replay."""
         dest = destination_label(address)
-        phases: list[tuple[Literal["echo", "response"], str]] = [("response", text)]
+        phases: list[tuple[Literal["echo", "response", "approval"], str]] = [(phase, text)]
         if echo is not None:
             phases.insert(0, ("echo", echo))
         policy = self._inp.submit.options.delivery
         pushes = [
             PushRequest(
-                idempotency_key=delivery_key(self._inp.run_id, dest, phase),
+                idempotency_key=delivery_key(self._inp.run_id, dest, phase + key_suffix),
                 run_id=self._inp.run_id,
                 phase=phase,
                 address=address,
@@ -215,8 +245,55 @@ class AgentRunWorkflow:
         self._updated_at = workflow.now()
         self._ledger.redelivered(status)
 
+    async def awaiting_approval(self, tool: str, code: str, prompt: str) -> None:
+        """A tool call waits for the person: the view and search attribute say so, the session
+        goes on (the person's ``/approve`` is a message of that session, and must not queue
+        behind this run), and the person is asked where they wrote."""
+        self._pending_tool, self._action_text = tool, prompt
+        self._updated_at = workflow.now()
+        workflow.upsert_search_attributes([sa.RUN_STATUS.value_set("requires_action")])
+        if not self._released:
+            self._released = True
+            await self._notify_session(self._inp, released=True)
+        if self._inp.submit.options.deliver_to_origin:
+            await self._deliver(
+                self._inp.submit.request.reply_to, prompt, phase="approval", key_suffix=f"-{code}"
+            )
+
+    def approval_settled(self) -> None:
+        self._pending_tool = self._action_text = None
+        self._set_status(RunStatus.IN_PROGRESS)
+
+    async def _approval_command(self, inp: RunInput, command: Command) -> str:
+        """``/approve CODE`` or ``/deny CODE``: answers the call waiting in this session."""
+        request = inp.submit.request
+        refused = "That approval code is not valid or has expired."
+        if inp.session_id is None or not command.argument:
+            return refused
+        outcome: ApprovalOutcome = await workflow.execute_activity_method(
+            ToolActivities.answer_approval,
+            ApprovalAnswer(
+                code=command.argument,
+                approve=command.name == "approve",
+                identity=Identity(
+                    channel=request.channel,
+                    user_id=request.user_id,
+                    address=request.reply_to,
+                    session_id=inp.session_id,
+                ),
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+        )
+        if not outcome.accepted:
+            return refused
+        if command.name == "approve":
+            return "Approved: the agent goes on."
+        return "Declined: the agent is told, and the tool does not run."
+
     async def _command(self, inp: RunInput, command: Command) -> str:
         """``/link``, ``/link CODE`` and ``/unlink``; the answer is the run's reply."""
+        if command.name in ("approve", "deny"):
+            return await self._approval_command(inp, command)
         policy = inp.submit.options.linking
         request = inp.submit.request
         if not policy.enabled:
@@ -285,8 +362,11 @@ class AgentRunWorkflow:
             return LinkConfirm(tenant=tenant, identity=me, code_hash=inp.submit.link_code_hash)
         return LinkConfirm(tenant=tenant, identity=me, code=typed)
 
-    async def _notify_session(self, inp: RunInput) -> None:
-        if inp.session_id is None:
+    async def _notify_session(self, inp: RunInput, *, released: bool = False) -> None:
+        """Tell the session this run is done with it: when it finished, or earlier, when it
+        waits for a person (``released``: the session runs its next message meanwhile, and
+        this turn's answer does not join the transcript)."""
+        if inp.session_id is None or (self._released and not released):
             return
         # By name: the session module imports this one (sessions start runs), so a typed
         # reference back would be a circular import.
@@ -297,8 +377,10 @@ class AgentRunWorkflow:
                 run_id=inp.run_id,
                 status=self._status,
                 user_text=inp.submit.request.text,
-                reply_text=self._output,
-                command=parse_command(inp.submit.request.text) is not None,
+                reply_text=None if released else self._output,
+                command=self._is_command
+                if self._is_command is not None
+                else parse_command(inp.submit.request.text) is not None,
                 link_failed=self._command_effects.link_failed,
                 unlink=self._command_effects.unlink,
                 unlink_all=self._command_effects.unlink_all,
@@ -327,4 +409,6 @@ class AgentRunWorkflow:
             usage_output_tokens=self._usage[1],
             partial_text=self._partial if self._output is None and self._partial else None,
             stream_ends=list(self._stream_ends),
+            pending_tool=self._pending_tool,
+            action_text=self._action_text,
         )

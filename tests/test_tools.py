@@ -1,0 +1,315 @@
+"""Tools as durable steps and approvals by text command, against a fake Chat Completions model.
+
+The fake model reads the user's message as a script: ``use TOOL {json} then TOOL {json}``
+asks for those tools one step at a time and then answers ``final: <every tool result>``;
+``loop forever`` asks for a tool on every step; anything else is answered at once.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from temporalio.api.enums.v1 import EventType
+
+from hosting.models import PushRequest, RunView, ToolInvocation
+from tests import agent_tools
+from tests.conftest import Stack
+from tests.support import eventually
+from worker import build_worker
+
+CODE = re.compile(r"/approve ([A-Z2-9]{6})\b")
+TOOLS = [
+    "tests.agent_tools:lookup_weather",
+    "tests.agent_tools:broken",
+    "tests.agent_tools:send_payment",
+]
+
+
+class FakeModel:
+    """Speaks Chat Completions with ``tools``; records every request it got."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.requests.append(body)
+        messages = body["messages"]
+        user = next(m for m in reversed(messages) if m["role"] == "user")["content"]
+        results = [m["content"] for m in messages if m["role"] == "tool"]
+        if user == "loop forever":
+            return self._calls([("lookup_weather", {"city": f"Loop{len(results)}"})], len(results))
+        if user.startswith("use "):
+            steps = [step.split(" ", 1) for step in user[4:].split(" then ")]
+            if len(results) < len(steps):
+                name, args = steps[len(results)]
+                return self._calls([(name, json.loads(args))], len(results))
+            return self._answer("final: " + " | ".join(results))
+        return self._answer(f"plain: {user}")
+
+    @staticmethod
+    def _calls(calls: list[tuple[str, dict[str, Any]]], first: int) -> web.Response:
+        tool_calls = [
+            {
+                "id": f"call_{first + i}",
+                "type": "function",
+                "function": {"name": name, "arguments": json.dumps(args)},
+            }
+            for i, (name, args) in enumerate(calls)
+        ]
+        message = {"role": "assistant", "content": None, "tool_calls": tool_calls}
+        return web.json_response({"choices": [{"index": 0, "message": message}]})
+
+    @staticmethod
+    def _answer(text: str) -> web.Response:
+        message = {"role": "assistant", "content": text}
+        usage = {"prompt_tokens": 5, "completion_tokens": 2}
+        return web.json_response({"choices": [{"index": 0, "message": message}], "usage": usage})
+
+
+@pytest.fixture
+async def model() -> AsyncIterator[FakeModel]:
+    fake = FakeModel()
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", fake.handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    fake.url = str(server.make_url("/v1"))
+    agent_tools.calls.clear()
+    yield fake
+    await server.close()
+
+
+@pytest.fixture
+def settings_overrides(model: FakeModel, request: pytest.FixtureRequest) -> dict[str, object]:
+    agent: dict[str, object] = {
+        "kind": "openai",
+        "base_url": model.url,
+        "tools": TOOLS,
+        "approval_required": ["send_payment"],
+        "tools_not_idempotent": ["broken", "send_payment"],
+        "max_steps": 4,
+        "heartbeat_timeout_s": 3,
+        **getattr(request, "param", {}),
+    }
+    return {"agent": agent}
+
+
+@pytest.fixture
+def person() -> str:
+    """A fresh account per test: sessions outlive the worker of the test that started them."""
+    return f"tia-{uuid.uuid4().hex[:8]}"
+
+
+async def say(stack: Stack, text: str, user: str) -> str:
+    msg_id = uuid.uuid4().hex
+    body = {"message_id": msg_id, "user": user, "conversation": user, "text": text}
+    resp = await stack.http.post("/channels/loopback", data=json.dumps(body))
+    assert resp.status == 202
+    return f"run/default/loopback/{msg_id}"
+
+
+async def next_push(stack: Stack, count: int) -> PushRequest:
+    return (await stack.loopback.outbox.wait_for(count))[count - 1]
+
+
+async def view(stack: Stack, run_id: str) -> RunView:
+    result: RunView = await stack.client.get_workflow_handle(run_id).query(
+        "view", result_type=RunView
+    )
+    return result
+
+
+async def scheduled(stack: Stack, run_id: str) -> tuple[Counter[str], list[str]]:
+    """Activities the run scheduled, by type, and the call ids of its tool activities."""
+    history = await stack.client.get_workflow_handle(run_id).fetch_history()
+    kinds: Counter[str] = Counter()
+    call_ids: list[str] = []
+    for event in history.events:
+        if event.event_type != EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            continue
+        attrs = event.activity_task_scheduled_event_attributes
+        kinds[attrs.activity_type.name] += 1
+        if attrs.activity_type.name == "call_tool":
+            [inv] = await stack.client.data_converter.decode(attrs.input.payloads, [ToolInvocation])
+            call_ids.append(inv.call.call_id)
+    return kinds, call_ids
+
+
+async def test_a_tool_runs_once_and_its_result_reaches_the_model(
+    stack: Stack, person: str, model: FakeModel
+) -> None:
+    run_id = await say(stack, 'use lookup_weather {"city": "Oslo"}', person)
+    reply = await next_push(stack, 1)
+    assert reply.text == "final: sunny in Oslo"
+    assert agent_tools.calls == [("lookup_weather", {"city": "Oslo"})]
+    first, second = model.requests
+    specs = {t["function"]["name"]: t["function"] for t in first["tools"]}
+    assert set(specs) == {"lookup_weather", "broken", "send_payment"}
+    weather = specs["lookup_weather"]
+    assert weather["description"] == "Today's weather in a city."
+    assert weather["parameters"]["required"] == ["city"]
+    assert weather["parameters"]["properties"]["city"]["description"] == "a city name"
+    assert "context" not in specs["send_payment"]["parameters"]["properties"]
+    assert second["messages"][-2]["tool_calls"][0]["function"]["name"] == "lookup_weather"
+    assert second["messages"][-1] == {
+        "role": "tool",
+        "tool_call_id": "call_0",
+        "content": "sunny in Oslo",
+    }
+    kinds, call_ids = await scheduled(stack, run_id)
+    assert kinds == Counter(invoke_agent=1, model_step=1, call_tool=1, push_reply=1)
+    assert call_ids == ["call_0"]
+    done = await view(stack, run_id)
+    assert done.status == "completed"
+    assert done.usage_input_tokens == 5
+
+
+async def test_a_tool_error_and_an_unknown_tool_are_results_for_the_model(
+    stack: Stack, person: str
+) -> None:
+    run_id = await say(stack, 'use broken {"reason": "disk full"} then nosuch {}', person)
+    reply = await next_push(stack, 1)
+    assert reply.text == (
+        "final: error: the tool failed: RuntimeError: disk full (it is not retried, since it "
+        "may not be safe to repeat) | error: no tool named 'nosuch'"
+    )
+    assert agent_tools.calls == [("broken", {"reason": "disk full"})]  # not idempotent: once
+    assert (await view(stack, run_id)).status == "completed"
+    kinds, _ = await scheduled(stack, run_id)
+    assert kinds["call_tool"] == 1  # the unknown tool is answered without an activity
+
+
+async def test_bad_arguments_are_a_result_too(stack: Stack, person: str) -> None:
+    await say(stack, 'use lookup_weather {"town": "Oslo"}', person)
+    reply = await next_push(stack, 1)
+    assert reply.text.startswith("final: error: invalid arguments:")
+    assert agent_tools.calls == []
+
+
+async def test_max_steps_ends_the_turn_with_a_clear_message(
+    stack: Stack, person: str, model: FakeModel
+) -> None:
+    run_id = await say(stack, "loop forever", person)
+    reply = await next_push(stack, 1)
+    assert reply.text == (
+        "I stopped before finishing: this turn reached its limit of 4 model calls "
+        "(agent.max_steps)."
+    )
+    assert len(model.requests) == 4
+    assert len(agent_tools.calls) == 3  # the last step's calls are not run: nobody would read them
+    assert (await view(stack, run_id)).status == "completed"
+
+
+async def test_no_tool_call_is_one_model_call(stack: Stack, person: str, model: FakeModel) -> None:
+    run_id = await say(stack, "hello", person)
+    assert (await next_push(stack, 1)).text == "plain: hello"
+    kinds, _ = await scheduled(stack, run_id)
+    assert kinds == Counter(invoke_agent=1, push_reply=1)
+
+
+async def ask_for_payment(stack: Stack, person: str, first: str = "") -> tuple[str, str]:
+    """Starts a turn that needs approval; returns the run id and the code it was sent."""
+    script = f"use {first} then " if first else "use "
+    run_id = await say(stack, script + 'send_payment {"amount": 5, "to": "bob"}', person)
+    prompt = await next_push(stack, 1)
+    assert prompt.phase == "approval"
+    assert prompt.text.startswith('The agent wants to run send_payment with {"amount": 5')
+    match = CODE.search(prompt.text)
+    assert match, prompt.text
+    assert f"/deny {match.group(1)}" in prompt.text
+    waiting = await view(stack, run_id)
+    assert waiting.status == "in_progress"
+    assert waiting.pending_tool == "send_payment"
+    assert waiting.action_text == prompt.text
+    return run_id, match.group(1)
+
+
+async def test_an_approval_waits_and_approve_from_the_same_person_releases_it(
+    stack: Stack,
+    person: str,
+) -> None:
+    run_id, code = await ask_for_payment(stack, person)
+    assert [c for c, _ in agent_tools.calls] == []
+
+    # Someone else's answer changes nothing and is told exactly what an unknown code is told.
+    await say(stack, f"/approve {code}", f"mallory-{person}")
+    assert (await next_push(stack, 2)).text == "That approval code is not valid or has expired."
+    await say(stack, "/approve ZZZZZZ", person)
+    assert (await next_push(stack, 3)).text == "That approval code is not valid or has expired."
+    assert (await view(stack, run_id)).pending_tool == "send_payment"
+
+    await say(stack, f"/approve {code.lower()}", person)
+    pushes = await stack.loopback.outbox.wait_for(5)
+    assert {p.text for p in pushes[3:]} >= {"Approved: the agent goes on."}
+    final = next(p for p in pushes[3:] if p.run_id == run_id)
+    expected = {"paid": 5, "to": "bob", "idempotency_key": f"{run_id}:call_0"}
+    assert final.text == "final: " + json.dumps(expected)
+    paid = ("send_payment", {"amount": 5, "to": "bob", "key": f"{run_id}:call_0"})
+    assert agent_tools.calls == [paid]
+    done = await view(stack, run_id)
+    assert done.status == "completed"
+    assert done.pending_tool is None
+    # The approval and the reply are two pushes with two idempotency keys.
+    keys = [p.idempotency_key for p in pushes if p.run_id == run_id]
+    assert len(set(keys)) == 2
+
+    # A code is answered once.
+    await say(stack, f"/deny {code}", person)
+    assert (await next_push(stack, 6)).text == "That approval code is not valid or has expired."
+
+
+async def test_deny_tells_the_model_it_was_refused(stack: Stack, person: str) -> None:
+    run_id, code = await ask_for_payment(stack, person)
+    await say(stack, f"/deny {code}", person)
+    pushes = await stack.loopback.outbox.wait_for(3)
+    final = next(p for p in pushes[1:] if p.run_id == run_id)
+    assert final.text == "final: refused: send_payment did not run: the person declined it."
+    assert "Declined: the agent is told, and the tool does not run." in {p.text for p in pushes}
+    assert agent_tools.calls == []
+
+
+@pytest.mark.parametrize("settings_overrides", [{"approval_timeout_s": 1}], indirect=True)
+async def test_an_unanswered_approval_counts_as_declined(stack: Stack, person: str) -> None:
+    run_id, _ = await ask_for_payment(stack, person)
+    final = await next_push(stack, 2)
+    assert final.run_id == run_id
+    assert final.text == (
+        "final: refused: send_payment did not run: nobody approved it in time, so it counts "
+        "as declined."
+    )
+    assert agent_tools.calls == []
+
+
+async def test_a_worker_restart_between_steps_repeats_no_tool_call(
+    stack: Stack, person: str
+) -> None:
+    run_id, code = await ask_for_payment(stack, person, first='lookup_weather {"city": "Rome"}')
+    assert agent_tools.calls == [("lookup_weather", {"city": "Rome"})]
+    # The worker that ran the first steps goes away; a new one picks the run up from history.
+    await stack.worker.shutdown()
+    restarted = build_worker(stack.client, stack.settings, registry=stack.registry)
+    async with restarted as worker, worker:
+        await say(stack, f"/approve {code}", person)
+
+        async def finished() -> bool:
+            return (await view(stack, run_id)).status == "completed"
+
+        await eventually(finished, timeout=60)
+    assert [name for name, _ in agent_tools.calls] == ["lookup_weather", "send_payment"]
+    final = next(
+        p for p in stack.loopback.outbox.sent if p.run_id == run_id and p.phase == "response"
+    )
+    assert final.text.startswith("final: sunny in Rome | ")
+    kinds, call_ids = await scheduled(stack, run_id)
+    assert call_ids == ["call_0", "call_1"]  # each tool call scheduled exactly once
+    assert kinds["model_step"] == 2

@@ -1,0 +1,286 @@
+"""The tool loop of one agent turn, and the durable wait for a person's approval.
+
+Each model call and each tool call is its own activity, so a worker that dies mid-turn
+resumes after the last completed step: a recorded tool result is never asked for again, nor
+is a recorded model answer. A call to a tool in ``[agent] approval_required`` starts a
+:class:`ToolApprovalWorkflow` (``approval/{session}/{code}``) and waits for it: the id is the
+durable map from the code a person types to the call that waits, and the wait costs no worker
+slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    ChildWorkflowError,
+    TimeoutError,
+    TimeoutType,
+    WorkflowAlreadyStartedError,
+)
+
+with workflow.unsafe.imports_passed_through():
+    from activities.agent import AgentActivities
+    from activities.names import AGENT_REJECTED
+    from activities.tools import ToolActivities
+    from hosting import search_attributes as sa
+    from hosting.ids import approval_workflow_id
+    from hosting.models import (
+        AgentReply,
+        AgentRequest,
+        AgentStep,
+        ApprovalAnswer,
+        ApprovalDecision,
+        ApprovalOutcome,
+        ApprovalStart,
+        Identity,
+        RunInput,
+        ToolCall,
+        ToolExchange,
+        ToolInvocation,
+        ToolLoopLimits,
+        ToolResult,
+    )
+
+# Unambiguous characters (no 0/O, 1/I/L): people copy these codes by hand.
+CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+CODE_LENGTH = 6
+SHOWN_ARGUMENTS = 200  # characters of a call's arguments in the approval message
+
+
+class TurnExpired(Exception):
+    """The turn used up ``agent.max_duration_s`` (time waiting for a person not counted)."""
+
+
+class ApprovalHost(Protocol):
+    """What the run does while a call waits: tell the person, and show it in its view."""
+
+    async def awaiting_approval(self, tool: str, code: str, prompt: str) -> None: ...
+
+    def approval_settled(self) -> None: ...
+
+
+def approval_prompt(call: ToolCall, code: str) -> str:
+    shown = (
+        call.arguments
+        if len(call.arguments) <= SHOWN_ARGUMENTS
+        else (call.arguments[:SHOWN_ARGUMENTS] + "…")
+    )
+    return (
+        f"The agent wants to run {call.name} with {shown}. Reply /approve {code} or /deny {code}."
+    )
+
+
+class ToolLoop:
+    """Runs tool calls and model steps until the model answers, bounded by ``max_steps``
+    model calls and the run's maximum duration."""
+
+    def __init__(self, inp: RunInput, request: AgentRequest, host: ApprovalHost) -> None:
+        self._inp = inp
+        self._request = request
+        self._host = host
+        opts = inp.submit.options
+        self._deadline: datetime = workflow.now() + timedelta(seconds=opts.max_duration_s)
+
+    async def finish(self, first: AgentReply) -> AgentReply:
+        """``first`` is the turn's first model answer, which asked for tools."""
+        limits = first.tool_limits or ToolLoopLimits()
+        reply, steps = first, 1
+        usage_in, usage_out = first.usage_input_tokens, first.usage_output_tokens
+        exchanges: list[ToolExchange] = []
+        while reply.tool_calls:
+            if steps >= limits.max_steps:
+                return AgentReply(
+                    text=f"I stopped before finishing: this turn reached its limit of "
+                    f"{limits.max_steps} model calls (agent.max_steps).",
+                    usage_input_tokens=usage_in,
+                    usage_output_tokens=usage_out,
+                )
+            results = [await self._run(call, limits) for call in reply.tool_calls]
+            exchanges.append(
+                ToolExchange(text=reply.text or None, calls=reply.tool_calls, results=results)
+            )
+            reply = await workflow.execute_activity_method(
+                AgentActivities.model_step,
+                AgentStep(request=self._request, exchanges=exchanges),
+                start_to_close_timeout=timedelta(seconds=self._inp.submit.options.agent_timeout_s),
+                schedule_to_close_timeout=self._remaining(),
+                heartbeat_timeout=timedelta(seconds=self._inp.submit.options.agent_heartbeat_s),
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=1),
+                    maximum_interval=timedelta(seconds=30),
+                    non_retryable_error_types=[AGENT_REJECTED],
+                ),
+            )
+            steps += 1
+            usage_in = _add(usage_in, reply.usage_input_tokens)
+            usage_out = _add(usage_out, reply.usage_output_tokens)
+        return reply.model_copy(
+            update={"usage_input_tokens": usage_in, "usage_output_tokens": usage_out}
+        )
+
+    async def _run(self, call: ToolCall, limits: ToolLoopLimits) -> ToolResult:
+        if not call.known:
+            # Answered here: nothing to run, so nothing to schedule.
+            return ToolResult(
+                call_id=call.call_id, content=f"error: no tool named {call.name!r}", ok=False
+            )
+        if call.requires_approval:
+            refusal = await self._approval(call, limits)
+            if refusal is not None:
+                return refusal
+        try:
+            result: ToolResult = await workflow.execute_activity_method(
+                ToolActivities.call_tool,
+                ToolInvocation(
+                    run_id=self._inp.run_id,
+                    call=call,
+                    idempotency_key=f"{self._inp.run_id}:{call.call_id}",
+                ),
+                start_to_close_timeout=timedelta(seconds=call.timeout_s),
+                schedule_to_close_timeout=self._remaining(),
+                heartbeat_timeout=timedelta(seconds=self._inp.submit.options.agent_heartbeat_s),
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=1),
+                    maximum_interval=timedelta(seconds=30),
+                    maximum_attempts=call.max_attempts,
+                ),
+            )
+        except ActivityError as err:
+            cause = err.cause
+            if isinstance(cause, CancelledError):
+                raise asyncio.CancelledError() from None
+            if isinstance(cause, TimeoutError) and cause.type is TimeoutType.SCHEDULE_TO_CLOSE:
+                raise TurnExpired() from None
+            if isinstance(cause, TimeoutError):
+                why = "the tool did not finish in time"
+            elif isinstance(cause, ApplicationError):
+                why = f"the tool failed: {cause.message}"
+            else:
+                why = "the tool failed"
+            if call.max_attempts == 1:
+                why += " (it is not retried, since it may not be safe to repeat)"
+            return ToolResult(call_id=call.call_id, content=f"error: {why}", ok=False)
+        return result
+
+    async def _approval(self, call: ToolCall, limits: ToolLoopLimits) -> ToolResult | None:
+        """Waits for the person; ``None`` when they approved, else the result the model gets."""
+        session_id = self._inp.session_id
+        request = self._inp.submit.request
+        if session_id is None:
+            return _refused(
+                call, "it needs a person's approval, and this run has no conversation to ask in"
+            )
+        approvers = [
+            Identity(
+                channel=request.channel,
+                user_id=request.user_id,
+                address=request.reply_to,
+                session_id=session_id,
+            ),
+            *self._inp.linked,
+        ]
+        handle = None
+        code = ""
+        for _ in range(3):  # a code still waiting in this session is never reused
+            code = "".join(workflow.random().choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+            try:
+                handle = await workflow.start_child_workflow(
+                    ToolApprovalWorkflow.run,
+                    ApprovalStart(
+                        run_id=self._inp.run_id,
+                        code=code,
+                        tool=call.name,
+                        approvers=approvers,
+                        timeout_s=limits.approval_timeout_s,
+                    ),
+                    id=approval_workflow_id(session_id, code),
+                    search_attributes=TypedSearchAttributes(
+                        [
+                            SearchAttributePair(sa.TENANT, request.tenant),
+                            SearchAttributePair(sa.IDENTITY_HASH, self._inp.submit.identity_hash),
+                        ]
+                    ),
+                )
+                break
+            except WorkflowAlreadyStartedError:
+                continue
+        if handle is None:
+            return _refused(call, "no approval code could be issued")
+        asked_at = workflow.now()
+        await self._host.awaiting_approval(call.name, code, approval_prompt(call, code))
+        try:
+            decision: ApprovalDecision = await handle
+        except ChildWorkflowError:
+            decision = ApprovalDecision(approved=False)
+        # Time spent waiting for a person does not count against the turn's duration.
+        self._deadline += workflow.now() - asked_at
+        self._host.approval_settled()
+        if decision.approved:
+            return None
+        if decision.timed_out:
+            return _refused(call, "nobody approved it in time, so it counts as declined")
+        return _refused(call, "the person declined it")
+
+    def _remaining(self) -> timedelta:
+        left = self._deadline - workflow.now()
+        if left < timedelta(seconds=1):
+            raise TurnExpired()
+        return left
+
+
+def _refused(call: ToolCall, why: str) -> ToolResult:
+    return ToolResult(
+        call_id=call.call_id, content=f"refused: {call.name} did not run: {why}.", ok=False
+    )
+
+
+def _add(a: int | None, b: int | None) -> int | None:
+    return None if a is None and b is None else (a or 0) + (b or 0)
+
+
+@workflow.defn
+class ToolApprovalWorkflow:
+    """One tool call waiting for a person, ``approval/{session}/{code}``: accepts one answer
+    from the person who started the run (or an account linked to them) before its timer runs
+    out; its result is the decision."""
+
+    @workflow.init
+    def __init__(self, start: ApprovalStart) -> None:
+        self._start = start
+        self._approved: bool | None = None
+        self._closed = False
+
+    @workflow.run
+    async def run(self, start: ApprovalStart) -> ApprovalDecision:
+        try:
+            await workflow.wait_condition(
+                lambda: self._approved is not None, timeout=timedelta(seconds=start.timeout_s)
+            )
+        except builtins.TimeoutError:
+            self._closed = True
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            if self._approved is None:
+                return ApprovalDecision(approved=False, timed_out=True)
+        return ApprovalDecision(approved=bool(self._approved))
+
+    @workflow.update
+    def answer(self, answer: ApprovalAnswer) -> ApprovalOutcome:
+        self._approved = answer.approve
+        self._closed = True
+        return ApprovalOutcome(accepted=True)
+
+    @answer.validator
+    def _check(self, answer: ApprovalAnswer) -> None:
+        # One refusal for everything: someone else's answer learns nothing about the code.
+        allowed = any(a.same_account(answer.identity) for a in self._start.approvers)
+        if self._closed or answer.code.strip().upper() != self._start.code or not allowed:
+            raise ApplicationError("approval refused", non_retryable=True)
