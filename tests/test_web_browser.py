@@ -175,8 +175,9 @@ async def test_a_reply_grows_word_by_word_in_the_page(client: Client, browser: B
         reply = page.locator(".bubble.agent").nth(0)
         seen: list[tuple[str, bool]] = []
         for _ in range(400):
-            shown = await reply.text_content() or ""
-            streaming = "streaming" in (await reply.get_attribute("class") or "")
+            # Text and class read together: the page may change between two separate reads.
+            shown, classes = await reply.evaluate("e => [e.textContent, e.className]")
+            streaming = "streaming" in classes
             if not seen or seen[-1] != (shown, streaming):
                 seen.append((shown, streaming))
             if shown == f"echo: {text}" and not streaming:
