@@ -15,6 +15,12 @@ place of the "thinking" message, the rest (a reply split at 2,000 characters) fo
 The interaction token lives 15 minutes; later pushes (or pushes to an address without a token)
 go to the user's DM through the bot token instead.
 
+An approval prompt (``phase == "approval"``) carries message components: one action row with
+Approve and Deny buttons, ``custom_id`` ``approve:CODE`` / ``deny:CODE``. A press is a
+component interaction (type 3, signed like every interaction) and becomes the presser's
+``/approve CODE`` (or ``/deny CODE``); it is answered with a deferred update (type 6), which
+leaves the message as it is, and the reply follows on the press's own token.
+
 No live progress: the deferred "thinking..." already shows that the agent works until the
 reply replaces it, and editing ``@original`` with partial text would make the first followup
 a second message rather than the reply.
@@ -23,6 +29,7 @@ a second message rather than the reply.
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any, Literal
 
@@ -58,8 +65,15 @@ TOKEN_MARGIN_S = 60  # a push this close to expiry goes to the DM rather than ra
 SNOWFLAKE = r"^[0-9]{1,20}$"
 
 # Interaction and callback types (Discord's numbering).
-PING, APPLICATION_COMMAND, AUTOCOMPLETE = 1, 2, 4
+PING, APPLICATION_COMMAND, MESSAGE_COMPONENT, AUTOCOMPLETE = 1, 2, 3, 4
 PONG, CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, AUTOCOMPLETE_RESULT = 1, 4, 5, 8
+DEFERRED_UPDATE_MESSAGE = 6
+ACTION_ROW, BUTTON = 1, 2
+SUCCESS_STYLE, DANGER_STYLE = 3, 4
+# The approval prompt's instruction (workflows/agent_loop.py), and what its buttons carry.
+APPROVAL_CODE = re.compile(r"/approve\s+([A-Za-z0-9]{4,16})\s+or\s+/deny\s+\1\b")
+BUTTON_ID = re.compile(r"^(approve|deny):([A-Za-z0-9]{4,16})$")
+VIA = "via"  # ReplyAddress.extra key: "component" for a button press
 EPHEMERAL = 1 << 6
 THREAD_TYPES = {10, 11, 12}  # announcement, public and private threads
 STRING_OPTION = 3
@@ -122,6 +136,8 @@ class DcCommand(PlatformBody):
     name: str = Field(default="", max_length=32)  # components and modals send other data
     type: int = 1
     options: list[DcOption] = Field(default_factory=list, max_length=25)
+    custom_id: str | None = Field(default=None, max_length=100)  # a component's
+    component_type: int | None = None
 
 
 class DcChannel(PlatformBody):
@@ -159,6 +175,25 @@ def command_text(command: DcCommand) -> str | None:
     if command.name == "unlink":
         return "/unlink"
     return None
+
+
+def approval_components(text: str) -> list[dict[str, Any]] | None:
+    """One action row with Approve/Deny buttons for an approval prompt, or None if it names
+    no code."""
+    match = APPROVAL_CODE.search(text)
+    if match is None:
+        return None
+    code = match.group(1)
+    buttons = [
+        {
+            "type": BUTTON,
+            "style": SUCCESS_STYLE,
+            "label": "Approve",
+            "custom_id": f"approve:{code}",
+        },
+        {"type": BUTTON, "style": DANGER_STYLE, "label": "Deny", "custom_id": f"deny:{code}"},
+    ]
+    return [{"type": ACTION_ROW, "components": buttons}]
 
 
 def ephemeral(content: str) -> HttpAnswer:
@@ -239,6 +274,8 @@ class DiscordChannel(BaseChannel):
             return Answered(
                 json_answer(200, {"type": AUTOCOMPLETE_RESULT, "data": {"choices": []}})
             )
+        if interaction.type == MESSAGE_COMPONENT and interaction.data is not None:
+            return self._command(http, interaction, interaction.data)
         if interaction.type != APPLICATION_COMMAND or interaction.data is None:
             return Answered(ephemeral("This app only answers its slash commands."))
         return self._command(http, interaction, interaction.data)
@@ -249,9 +286,16 @@ class DiscordChannel(BaseChannel):
         author = interaction.member.user if interaction.member else interaction.user
         if author is None or interaction.channel_id is None or not interaction.token:
             return Refused(400, "interaction has no user, channel or token")
-        text = command_text(command)
-        if text is None:
-            return Answered(ephemeral("Unknown command; try /ask."))
+        pressed = interaction.type == MESSAGE_COMPONENT
+        if pressed:
+            button = BUTTON_ID.match(command.custom_id or "")
+            text = f"/{button.group(1)} {button.group(2)}" if button else None
+            if text is None:
+                return Answered(ephemeral("This button is no longer in use."))
+        else:
+            text = command_text(command)
+            if text is None:
+                return Answered(ephemeral("Unknown command; try /ask."))
         direct = interaction.guild_id is None
         conversation, thread = interaction.channel_id, None
         channel = interaction.channel
@@ -275,6 +319,7 @@ class DiscordChannel(BaseChannel):
                     extra={
                         "interaction_token": interaction.token,
                         "received_at": f"{http.received_at:.3f}",
+                        **({VIA: "component"} if pressed else {}),
                     },
                 ),
             )
@@ -283,6 +328,9 @@ class DiscordChannel(BaseChannel):
     def acknowledge(self, request: ChannelRequest, result: SubmitResult) -> HttpAnswer:
         if not result.accepted:  # no run will follow up: say so now, or "thinking" never ends
             return ephemeral("Busy with your previous message; try again in a moment.")
+        if request.reply_to.extra.get(VIA) == "component":
+            # A press: acknowledged without touching the message; the reply is a followup.
+            return json_answer(200, {"type": DEFERRED_UPDATE_MESSAGE})
         return json_answer(200, {"type": DEFERRED_CHANNEL_MESSAGE})
 
     def refuse(self, request: ChannelRequest) -> HttpAnswer:
@@ -394,12 +442,15 @@ class DiscordChannel(BaseChannel):
         addr = push.address
         timeout_s = push.policy.timeout_s
         parts = split_text(push.text, MAX_TEXT, utf16_len)[push.skip_parts :]
+        components = approval_components(push.text) if push.phase == "approval" else None
         route: Route = "followup" if self._token_usable(addr, time.time()) else "dm"
         dm_channel: str | None = None
         sent: list[str] = []
         index = 0
         while index < len(parts):
-            payload = {"content": parts[index], "allowed_mentions": {"parse": []}}
+            payload: dict[str, Any] = {"content": parts[index], "allowed_mentions": {"parse": []}}
+            if components is not None and index == len(parts) - 1:
+                payload["components"] = components  # under the part that says how to answer
             if route == "followup":
                 app, token = self.settings.application_id, addr.extra["interaction_token"]
                 url = self._url(f"webhooks/{app}/{token}?wait=true")

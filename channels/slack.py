@@ -6,6 +6,13 @@ of ``v0:{X-Slack-Request-Timestamp}:{body}`` with the signing secret, within fiv
 The message key is ``{channel}.{ts}``: a message subscribed as both ``message.im`` and
 ``app_mention`` arrives twice with different event ids, and Slack's retries
 (``X-Slack-Retry-Num``) repeat the same event; all of them are one run.
+
+An approval prompt (``phase == "approval"``) is posted with Block Kit: its text in a section
+and an actions block with Approve and Deny buttons (``action_id`` ``approve``/``deny``,
+``value`` the code); ``text`` stays as the notification fallback. A press comes back from
+Slack's interactivity request URL, which is this same endpoint: a form body whose ``payload``
+field is the ``block_actions`` JSON, signed like events over the raw body. It becomes the
+presser's ``/approve CODE`` (or ``/deny CODE``) in the channel (and thread) of the message.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import hmac
 import json
 import re
 from typing import Any
+from urllib.parse import parse_qs
 
 import aiohttp
 from pydantic import Field, SecretStr
@@ -63,6 +71,13 @@ UNAUTHORIZED_ERRORS = {
     "no_permission",
 }
 TRANSIENT_ERRORS = {"internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+# The approval prompt's instruction (workflows/agent_loop.py), and what its buttons carry.
+APPROVAL_CODE = re.compile(r"/approve\s+([A-Za-z0-9]{4,16})\s+or\s+/deny\s+\1\b")
+BUTTON_ACTIONS = ("approve", "deny")
+BUTTON_VALUE = re.compile(r"^[A-Za-z0-9]{4,16}$")
+SAFE_KEY = re.compile(r"^[A-Za-z0-9._-]{1,64}$")  # Slack ids and timestamps, nothing else
+MAX_SECTION = 3000  # a section block's text
+FORM = "application/x-www-form-urlencoded"
 
 
 class SlackEvent(PlatformBody):
@@ -82,6 +97,62 @@ class SlackEnvelope(PlatformBody):
     challenge: str | None = Field(default=None, max_length=200)
     event_id: str | None = None
     event: SlackEvent | None = None
+
+
+class SlackId(PlatformBody):
+    id: str = Field(max_length=64)
+
+
+class SlackAction(PlatformBody):
+    action_id: str = Field(default="", max_length=255)
+    value: str | None = Field(default=None, max_length=2000)
+    action_ts: str | None = Field(default=None, max_length=64)
+
+
+class SlackActionMessage(PlatformBody):
+    ts: str | None = Field(default=None, max_length=64)
+    thread_ts: str | None = Field(default=None, max_length=64)
+
+
+class SlackInteraction(PlatformBody):
+    """The ``payload`` of an interactivity request (``block_actions`` is a button press)."""
+
+    type: str
+    user: SlackId | None = None
+    channel: SlackId | None = None
+    message: SlackActionMessage | None = None
+    actions: list[SlackAction] = Field(default_factory=list, max_length=10)
+
+
+def approval_blocks(text: str) -> list[dict[str, Any]] | None:
+    """The prompt (already escaped) with Approve/Deny buttons, or None if it names no code."""
+    match = APPROVAL_CODE.search(text)
+    if match is None:
+        return None
+    code = match.group(1)
+    return [
+        {"type": "section", "text": {"type": "mrkdwn", "text": text[:MAX_SECTION]}},
+        {
+            "type": "actions",
+            "block_id": f"approval-{code}",
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": "approve",
+                    "text": {"type": "plain_text", "text": "Approve"},
+                    "style": "primary",
+                    "value": code,
+                },
+                {
+                    "type": "button",
+                    "action_id": "deny",
+                    "text": {"type": "plain_text", "text": "Deny"},
+                    "style": "danger",
+                    "value": code,
+                },
+            ],
+        },
+    ]
 
 
 def escape(text: str) -> str:
@@ -131,6 +202,10 @@ class SlackChannel(BaseChannel):
     async def receive(self, http: InboundHttp) -> InboundOutcome:
         if not self._verified(http):
             return Refused(401, "invalid signature")
+        if FORM in http.headers.get("Content-Type", "").lower() or http.body.startswith(
+            b"payload="
+        ):
+            return self._interaction(http)
         try:
             envelope = parse_body(SlackEnvelope, http.body)
         except BodyError as exc:
@@ -169,6 +244,44 @@ class SlackChannel(BaseChannel):
                     user_id=event.user,
                     conversation_id=event.channel,
                     thread_id=event.thread_ts,
+                ),
+            )
+        )
+
+    def _interaction(self, http: InboundHttp) -> InboundOutcome:
+        """An interactivity request (signed like events, over the raw form body). Only a press
+        of our Approve/Deny buttons becomes a message; everything else is acknowledged."""
+        try:
+            fields = parse_qs(http.body.decode("utf-8"), max_num_fields=20)
+            payload = parse_body(SlackInteraction, fields["payload"][0].encode())
+        except (UnicodeDecodeError, ValueError, KeyError, IndexError):
+            return Refused(400, "interactivity body has no readable payload")
+        action = next((a for a in payload.actions if a.action_id in BUTTON_ACTIONS), None)
+        if (
+            payload.type != "block_actions"
+            or action is None
+            or payload.user is None
+            or payload.channel is None
+            or not BUTTON_VALUE.match(action.value or "")
+            or not SAFE_KEY.match(payload.channel.id)
+            or not SAFE_KEY.match(action.action_ts or "")
+        ):
+            return IGNORED
+        user, channel = payload.user.id, payload.channel.id
+        thread = payload.message.thread_ts if payload.message else None
+        return Accepted(
+            ChannelRequest(
+                tenant=http.tenant,
+                channel=self.name,
+                # A press has no message ts of its own: its action_ts, apart from message keys.
+                message_key=f"{channel}.{action.action_ts}.{action.action_id}",
+                user_id=user,
+                conversation_id=channel,
+                thread_id=thread,
+                is_direct=channel.startswith("D"),
+                text=f"/{action.action_id} {action.value}",
+                reply_to=ReplyAddress(
+                    channel=self.name, user_id=user, conversation_id=channel, thread_id=thread
                 ),
             )
         )
@@ -232,8 +345,13 @@ class SlackChannel(BaseChannel):
                 return ack
             channel = str((body.get("channel") or {}).get("id", ""))
         sent: list[str] = []
-        for part in split_text(escape(push.text), MAX_TEXT)[push.skip_parts :]:
+        parts = split_text(escape(push.text), MAX_TEXT)
+        for index, part in enumerate(parts[push.skip_parts :], start=push.skip_parts):
             payload: dict[str, Any] = {"channel": channel, "text": part}
+            if push.phase == "approval" and index == len(parts) - 1:
+                blocks = approval_blocks(part)  # ``text`` stays: notifications and fallback
+                if blocks is not None:
+                    payload["blocks"] = blocks
             if addr.thread_id:
                 payload["thread_ts"] = addr.thread_id
             ack, _ = await self._call(http, "chat.postMessage", payload, push.policy.timeout_s)

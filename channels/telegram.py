@@ -5,12 +5,18 @@ Inbound ``POST /channels/telegram`` carries the secret set with ``setWebhook`` i
 ``X-Telegram-Bot-Api-Secret-Token`` (the body itself is not signed); ``update_id`` is the
 message key, so Telegram's redeliveries are one run. In groups the bot answers only when
 addressed (``accept_in_group``), and forum topics keep their ``message_thread_id``.
+
+An approval prompt (``phase == "approval"``) carries an inline keyboard, Approve and Deny, whose
+``callback_data`` is ``approve:CODE`` / ``deny:CODE``; a press arrives as a ``callback_query``
+update (same secret token) and becomes the presser's ``/approve CODE`` message, its key the
+callback query's id. The webhook's answer is ``answerCallbackQuery``, which ends the spinner.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import re
 from typing import Any
 
 import aiohttp
@@ -32,12 +38,17 @@ from channels.base import (
 from channels.chunking import split_text, utf16_len
 from channels.http_push import HttpResult, classify_status, post
 from channels.inbound_body import BodyError, PlatformBody, parse_body
-from hosting.models import ChannelRequest, PushRequest, ReplyAddress
+from hosting.models import ChannelRequest, PushRequest, ReplyAddress, SubmitResult
 from hosting.settings import ChannelSettings, require_secret
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 (a header name)
 MAX_TEXT = 4096
 IGNORED = Answered(HttpAnswer(status=200))  # a 2xx, or Telegram redelivers what we will not use
+# The approval prompt's instruction (workflows/agent_loop.py), and what its buttons carry.
+APPROVAL_CODE = re.compile(r"/approve\s+([A-Za-z0-9]{4,16})\s+or\s+/deny\s+\1\b")
+BUTTON_DATA = re.compile(r"^(approve|deny):([A-Za-z0-9]{4,16})$")  # callback_data, <= 64 bytes
+SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what goes into a message key
+CALLBACK_QUERY_ID = "callback_query_id"  # ReplyAddress.extra key of a button press
 
 
 class TgUser(PlatformBody):
@@ -72,9 +83,44 @@ class TgMessage(PlatformBody):
     reply_to_message: TgReplied | None = None
 
 
+class TgCallbackQuery(PlatformBody):
+    """A press of an inline keyboard button; ``message`` is the message that carried it."""
+
+    id: str = Field(min_length=1, max_length=64)
+    from_: TgUser = Field(alias="from")
+    message: TgMessage | None = None
+    data: str | None = Field(default=None, max_length=64)
+
+
 class TgUpdate(PlatformBody):
     update_id: int
     message: TgMessage | None = None
+    callback_query: TgCallbackQuery | None = None
+
+
+def approval_keyboard(text: str) -> dict[str, Any] | None:
+    """Approve/Deny inline buttons for an approval prompt, or None if it names no code."""
+    match = APPROVAL_CODE.search(text)
+    if match is None:
+        return None
+    code = match.group(1)
+    return {
+        "inline_keyboard": [
+            [
+                {"text": "Approve", "callback_data": f"approve:{code}"},
+                {"text": "Deny", "callback_data": f"deny:{code}"},
+            ]
+        ]
+    }
+
+
+def answer_callback(query_id: str, text: str | None = None) -> HttpAnswer:
+    """``answerCallbackQuery`` in the webhook's answer: it stops the button's spinner without
+    a call of our own (best effort: Telegram never says whether it worked)."""
+    body: dict[str, Any] = {"method": "answerCallbackQuery", "callback_query_id": query_id}
+    if text:
+        body["text"] = text
+    return HttpAnswer(status=200, body=json.dumps(body).encode())
 
 
 def _entity_text(text: str, entity: TgEntity) -> str:
@@ -159,6 +205,8 @@ class TelegramChannel(BaseChannel):
             update = parse_body(TgUpdate, http.body)
         except BodyError as exc:
             return Refused(400, str(exc))
+        if update.callback_query is not None:
+            return self._button(http, update.callback_query)
         msg = update.message
         if msg is None or msg.text is None or msg.from_ is None or msg.from_.is_bot:
             return IGNORED  # edits, joins, photos, other bots: nothing for the agent
@@ -189,6 +237,51 @@ class TelegramChannel(BaseChannel):
             )
         )
 
+    def _button(self, http: InboundHttp, query: TgCallbackQuery) -> InboundOutcome:
+        """An Approve/Deny press: the presser's ``/approve CODE`` (or ``/deny CODE``) in the
+        chat of the message that carried the button. Its key is the callback query's id, so a
+        redelivered update is one run; anyone may press, the approval decides who counts."""
+        wanted = BUTTON_DATA.match(query.data or "")
+        msg = query.message
+        if wanted is None or msg is None or query.from_.is_bot or not SAFE_ID.match(query.id):
+            return Answered(answer_callback(query.id))  # not ours, or no chat to answer in
+        action, code = wanted.groups()
+        thread = str(msg.message_thread_id) if msg.message_thread_id is not None else None
+        user = str(query.from_.id)
+        return Accepted(
+            ChannelRequest(
+                tenant=http.tenant,
+                channel=self.name,
+                message_key=f"cb-{query.id}",
+                user_id=user,
+                conversation_id=str(msg.chat.id),
+                thread_id=thread,
+                is_direct=msg.chat.type == "private",
+                text=f"/{action} {code}",
+                reply_to=ReplyAddress(
+                    channel=self.name,
+                    user_id=user,
+                    conversation_id=str(msg.chat.id),
+                    thread_id=thread,
+                    reply_to_message_id=str(msg.message_id),
+                    extra={CALLBACK_QUERY_ID: query.id},
+                ),
+            )
+        )
+
+    def acknowledge(self, request: ChannelRequest, result: SubmitResult) -> HttpAnswer:
+        query_id = request.reply_to.extra.get(CALLBACK_QUERY_ID)
+        if query_id is None:
+            return super().acknowledge(request, result)
+        busy = None if result.accepted else "Busy with your previous message; try again."
+        return answer_callback(query_id, busy)
+
+    def refuse(self, request: ChannelRequest) -> HttpAnswer:
+        query_id = request.reply_to.extra.get(CALLBACK_QUERY_ID)
+        if query_id is None:
+            return super().refuse(request)
+        return answer_callback(query_id, "You are not allowed to use this bot.")
+
     # -- push ------------------------------------------------------------------------------
 
     def _ack(self, result: HttpResult) -> ChannelAck:
@@ -213,12 +306,15 @@ class TelegramChannel(BaseChannel):
     async def push(self, http: aiohttp.ClientSession, push: PushRequest) -> ChannelAck:
         addr = push.address
         parts = split_text(push.text, MAX_TEXT, utf16_len)
+        keyboard = approval_keyboard(push.text) if push.phase == "approval" else None
         sent: list[str] = []
-        for index, part in enumerate(parts[push.skip_parts :]):
+        for index, part in enumerate(parts[push.skip_parts :], start=push.skip_parts):
             payload: dict[str, Any] = {"chat_id": addr.conversation_id, "text": part}
+            if keyboard is not None and index == len(parts) - 1:
+                payload["reply_markup"] = keyboard  # under the part that says how to answer
             if addr.thread_id:
                 payload["message_thread_id"] = int(addr.thread_id)
-            if addr.reply_to_message_id and index == 0 and push.skip_parts == 0:
+            if addr.reply_to_message_id and index == 0:
                 payload["reply_parameters"] = {
                     "message_id": int(addr.reply_to_message_id),
                     "allow_sending_without_reply": True,
@@ -287,7 +383,7 @@ class TelegramChannel(BaseChannel):
         payload = {
             "url": url,
             "secret_token": self.settings.secret_token.get_secret_value(),
-            "allowed_updates": ["message"],
+            "allowed_updates": ["message", "callback_query"],  # callback_query: buttons
         }
         async with http.post(self.api_url("setWebhook"), json=payload) as resp:
             answer: dict[str, Any] = await resp.json(content_type=None)
@@ -335,6 +431,12 @@ class TelegramChannel(BaseChannel):
             parts = urlsplit(registered)  # no query or user info: they may carry credentials
             where = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
             warnings.append(f"webhook is {where}, expected {url}")
+        allowed = info.get("allowed_updates")
+        if isinstance(allowed, list) and "callback_query" not in allowed:
+            warnings.append(
+                "the webhook does not receive callback_query (approval buttons): "
+                "run `switchboard channels register telegram` again"
+            )
         if info.get("last_error_message"):
             warnings.append(f"last webhook error: {str(info['last_error_message'])[:160]}")
         pending = info.get("pending_update_count", 0)

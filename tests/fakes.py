@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlencode
 
 import standardwebhooks
 from aiohttp import web
@@ -112,10 +115,43 @@ class FakeTelegram(_Fake):
         super().__init__()
         self._ids = itertools.count(1000)
         self.progress_status: int | None = None  # set: every progress call fails with it
+        self.messages: list[dict[str, Any]] = []  # every message sent, as Telegram keeps it
 
     @property
     def base_url(self) -> str:
         return self.url("")
+
+    @staticmethod
+    def markup_error(markup: Any) -> str | None:
+        """What the Bot API says about a bad ``reply_markup`` (inline keyboards only here)."""
+        rows = markup.get("inline_keyboard") if isinstance(markup, dict) else None
+        if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
+            return "Bad Request: can't parse reply keyboard markup JSON object"
+        for button in (b for row in rows for b in row):
+            if not isinstance(button, dict) or not button.get("text"):
+                return "Bad Request: can't parse inline keyboard button: Text buttons are unallowed in the inline keyboard"  # noqa: E501
+            data = button.get("callback_data")
+            if not isinstance(data, str) or not 1 <= len(data.encode()) <= 64:
+                return "Bad Request: BUTTON_DATA_INVALID"
+        return None
+
+    def press(
+        self, message: dict[str, Any], data: str, user: int, update_id: int
+    ) -> dict[str, Any]:
+        """The ``callback_query`` update Telegram sends when ``user`` presses the inline
+        button of ``message`` whose ``callback_data`` is ``data``."""
+        buttons = [b for row in message["reply_markup"]["inline_keyboard"] for b in row]
+        assert any(b["callback_data"] == data for b in buttons), (data, buttons)
+        return {
+            "update_id": update_id,
+            "callback_query": {
+                "id": str(uuid.uuid4().int % 10**19),
+                "from": {"id": user, "is_bot": False, "first_name": "Presser"},
+                "message": message,
+                "chat_instance": "-7382739423842",
+                "data": data,
+            },
+        }
 
     def progress(self, payload: dict[str, Any], method: str) -> web.Response:
         """Typing and drafts: recorded in ``calls``, never delivered, never scripted."""
@@ -160,20 +196,28 @@ class FakeTelegram(_Fake):
             if failure == "rejected":
                 return self.error(403, "Forbidden: bot was blocked by the user")
             return self.error(401, "Unauthorized")
+        if "reply_markup" in payload:
+            bad = self.markup_error(payload["reply_markup"])
+            if bad is not None:
+                return self.error(400, bad)
         thread = payload.get("message_thread_id")
         self._delivered.append(
             Delivered(str(payload["chat_id"]), str(thread) if thread else None, payload["text"])
         )
-        return web.json_response(
-            {
-                "ok": True,
-                "result": {
-                    "message_id": next(self._ids),
-                    "chat": {"id": payload["chat_id"]},
-                    "text": payload["text"],
-                },
-            }
-        )
+        chat_id = int(payload["chat_id"])
+        message: dict[str, Any] = {
+            "message_id": next(self._ids),
+            "from": {"id": 42, "is_bot": True, "first_name": "Bot", "username": "switch_test_bot"},
+            "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup"},
+            "date": int(time.time()),
+            "text": payload["text"],
+        }
+        if thread:
+            message |= {"message_thread_id": int(thread), "is_topic_message": True}
+        if "reply_markup" in payload:
+            message["reply_markup"] = payload["reply_markup"]
+        self.messages.append(message)
+        return web.json_response({"ok": True, "result": message})
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -187,10 +231,72 @@ class FakeSlack(_Fake):
     def __init__(self) -> None:
         super().__init__()
         self.progress_status: int | None = None  # set: every status call fails with it
+        self.messages: list[dict[str, Any]] = []  # every message posted, as Slack keeps it
 
     @property
     def base_url(self) -> str:
         return self.url("/api")
+
+    @staticmethod
+    def blocks_error(blocks: Any) -> str | None:
+        """``invalid_blocks`` for what Slack would refuse of the blocks we use."""
+        if not isinstance(blocks, list) or not 1 <= len(blocks) <= 50:
+            return "invalid_blocks"
+        for block in blocks:
+            kind = block.get("type") if isinstance(block, dict) else None
+            if kind == "section":
+                text = block.get("text") or {}
+                if text.get("type") not in ("mrkdwn", "plain_text") or not text.get("text"):
+                    return "invalid_blocks"
+                if len(text["text"]) > 3000:
+                    return "invalid_blocks"
+            elif kind == "actions":
+                elements = block.get("elements")
+                if not isinstance(elements, list) or not 1 <= len(elements) <= 25:
+                    return "invalid_blocks"
+                ids = [e.get("action_id") for e in elements]
+                if len(set(ids)) != len(ids):
+                    return "invalid_blocks"  # action_ids are unique within a block
+                for e in elements:
+                    label = (e.get("text") or {}) if isinstance(e, dict) else {}
+                    if e.get("type") != "button" or label.get("type") != "plain_text":
+                        return "invalid_blocks"
+                    if not label.get("text") or len(str(e.get("value", ""))) > 2000:
+                        return "invalid_blocks"
+            else:
+                return "invalid_blocks"
+        return None
+
+    def press(
+        self, message: dict[str, Any], action_id: str, user: str, *, team: str = "T0001"
+    ) -> bytes:
+        """The interactivity request Slack posts when ``user`` presses the button
+        ``action_id`` of ``message``: a form whose ``payload`` field is the JSON."""
+        actions = next(b for b in message["blocks"] if b["type"] == "actions")
+        button = next(e for e in actions["elements"] if e["action_id"] == action_id)
+        channel = message["channel"]
+        shown = {k: v for k, v in message.items() if k != "channel"}
+        payload = {
+            "type": "block_actions",
+            "user": {"id": user, "username": "presser", "name": "presser", "team_id": team},
+            "api_app_id": "A0001",
+            "token": "verification-token-unused",
+            "container": {"type": "message", "message_ts": message["ts"], "channel_id": channel,
+                          "is_ephemeral": False},
+            "trigger_id": "13345224609.738474920.8088930838d88f008e0",
+            "team": {"id": team, "domain": "example"},
+            "enterprise": None,
+            "is_enterprise_install": False,
+            "channel": {"id": channel, "name": "directmessage"},
+            "message": {"type": "message", "user": "U0BOT", "bot_id": "B0001", **shown},
+            "state": {"values": {}},
+            "response_url": "https://hooks.slack.com/actions/T0001/1/abc",
+            "actions": [
+                {**button, "block_id": actions.get("block_id", "b1"),
+                 "action_ts": f"{time.time():.6f}"}
+            ],
+        }  # fmt: skip
+        return urlencode({"payload": json.dumps(payload)}).encode()
 
     def set_status(self, payload: dict[str, Any]) -> web.Response:
         """``assistant.threads.setStatus``: recorded in ``calls``, never delivered."""
@@ -228,12 +334,17 @@ class FakeSlack(_Fake):
             if failure == "rejected":
                 return web.json_response({"ok": False, "error": "channel_not_found"})
             return web.json_response({"ok": False, "error": "token_revoked"})
+        if "blocks" in payload:
+            bad = self.blocks_error(payload["blocks"])
+            if bad is not None:
+                return web.json_response({"ok": False, "error": bad})
         self._delivered.append(
             Delivered(payload["channel"], payload.get("thread_ts"), payload["text"])
         )
-        return web.json_response(
-            {"ok": True, "channel": payload["channel"], "ts": f"{len(self._delivered)}.000200"}
-        )
+        ts = f"{len(self._delivered)}.000200"
+        kept = {k: payload[k] for k in ("channel", "text", "thread_ts", "blocks") if k in payload}
+        self.messages.append({"ts": ts, **kept})
+        return web.json_response({"ok": True, "channel": payload["channel"], "ts": ts})
 
     def app(self) -> web.Application:
         app = web.Application()

@@ -57,6 +57,7 @@ class FakeDiscord(_Fake):
         self.commands: list[dict[str, Any]] = []
         self.interactions_endpoint_url: str | None = None
         self.probe_key = signing_key  # set: PATCH /applications/@me checks the URL like Discord
+        self.messages: list[dict[str, Any]] = []  # every message created, as Discord keeps it
 
     @property
     def base_url(self) -> str:
@@ -75,6 +76,45 @@ class FakeDiscord(_Fake):
 
     def dm_channel(self, user_id: str) -> str | None:
         return self._dms.get(user_id)
+
+    def press(
+        self,
+        message: dict[str, Any],
+        custom_id: str,
+        *,
+        interaction_id: str,
+        user: str,
+        guild: str | None = None,
+    ) -> bytes:
+        """The MESSAGE_COMPONENT interaction Discord posts when ``user`` presses the button
+        ``custom_id`` of ``message``; it brings a token of its own."""
+        buttons = [c for row in message.get("components", []) for c in row["components"]]
+        assert any(b.get("custom_id") == custom_id for b in buttons), (custom_id, buttons)
+        channel = message["channel_id"]
+        where = next(
+            (w for w in self._tokens.values() if channel in (w.thread_id, w.conversation_id)),
+            Where(channel, None),
+        )
+        token = self.new_token(where.conversation_id, where.thread_id)
+        body: dict[str, Any] = {
+            "id": interaction_id, "application_id": APPLICATION_ID, "type": 3, "token": token,
+            "version": 1, "channel_id": channel, "locale": "en-US",
+            "app_permissions": "2248473465835073", "message": message,
+            "data": {"custom_id": custom_id, "component_type": 2},
+        }  # fmt: skip
+        if guild is None:
+            body |= {
+                "context": 1,
+                "channel": {"id": channel, "type": 1},
+                "user": {"id": user, "username": "presser", "global_name": "Presser"},
+            }
+        else:
+            body |= {
+                "context": 0, "guild_id": guild,
+                "channel": {"id": channel, "type": 0, "guild_id": guild},
+                "member": {"user": {"id": user, "username": "presser"}, "roles": []},
+            }  # fmt: skip
+        return json.dumps(body).encode()
 
     # -- wire ------------------------------------------------------------------------------
 
@@ -128,14 +168,37 @@ class FakeDiscord(_Fake):
     def _bot(self, request: web.Request) -> bool:
         return request.headers.get("Authorization") == f"Bot {BOT_TOKEN}"
 
-    def _message(self, channel_id: str, content: str) -> dict[str, Any]:
-        return {
+    def _message(self, channel_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+        message = {
             "id": str(next(self._ids)),
             "type": 0,
             "channel_id": channel_id,
-            "content": content,
+            "content": payload["content"],
             "author": {"id": APPLICATION_ID, "username": "switchboard", "bot": True},
+            "components": payload.get("components", []),
         }
+        self.messages.append(message)
+        return message
+
+    @staticmethod
+    def _components_error(components: Any) -> bool:
+        """What Discord refuses of the components we use: up to 5 action rows (type 1) of up
+        to 5 buttons (type 2), each with a style, a label and a unique custom_id (1 to 100)."""
+        if not isinstance(components, list) or len(components) > 5:
+            return True
+        ids: list[str] = []
+        for row in components:
+            buttons = row.get("components") if isinstance(row, dict) else None
+            if row.get("type") != 1 or not isinstance(buttons, list) or not 1 <= len(buttons) <= 5:
+                return True
+            for b in buttons:
+                custom_id = b.get("custom_id") if isinstance(b, dict) else None
+                if b.get("type") != 2 or b.get("style") not in (1, 2, 3, 4) or not b.get("label"):
+                    return True
+                if not isinstance(custom_id, str) or not 1 <= len(custom_id) <= 100:
+                    return True
+                ids.append(custom_id)
+        return len(set(ids)) != len(ids)
 
     @staticmethod
     def _content_error(payload: Any) -> web.Response | None:
@@ -143,6 +206,8 @@ class FakeDiscord(_Fake):
         if not isinstance(content, str) or not content:
             return FakeDiscord.error(400, "Cannot send an empty message", 50006)
         if len(content) > 2000:
+            return FakeDiscord.error(400, "Invalid Form Body", 50035)
+        if "components" in payload and FakeDiscord._components_error(payload["components"]):
             return FakeDiscord.error(400, "Invalid Form Body", 50035)
         return None
 
@@ -163,7 +228,7 @@ class FakeDiscord(_Fake):
         self._delivered.append(
             Delivered(where.conversation_id, where.thread_id, payload["content"])
         )
-        message = self._message(where.thread_id or where.conversation_id, payload["content"])
+        message = self._message(where.thread_id or where.conversation_id, payload)
         if request.query.get("wait") == "true":
             return web.json_response(message)
         return web.Response(status=204)
@@ -199,7 +264,7 @@ class FakeDiscord(_Fake):
         if bad is not None:
             return bad
         self._delivered.append(Delivered(channel, None, payload["content"]))
-        return web.json_response(self._message(channel, payload["content"]))
+        return web.json_response(self._message(channel, payload))
 
     async def overwrite_commands(self, request: web.Request) -> web.Response:
         payload = await request.json()

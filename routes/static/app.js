@@ -9,7 +9,9 @@ const form = document.getElementById("composer");
 const errorBox = document.getElementById("error");
 const HISTORY_KEY = "switchboard.history";
 const HISTORY_LIMIT = 200;
-const RUNNING = new Set(["queued", "in_progress"]);
+const RUNNING = new Set(["queued", "in_progress", "requires_action"]);
+// The approval prompt's instruction: "... Reply /approve K7QX2M or /deny K7QX2M."
+const APPROVAL = /\/approve\s+([A-Za-z0-9]{4,16})\s+or\s+\/deny\s+\1(?![A-Za-z0-9])/;
 
 function loadHistory() {
   try { return JSON.parse(localStorage.getItem(HISTORY_KEY) || "[]"); } catch { return []; }
@@ -33,6 +35,34 @@ function showError(text) {
   errorBox.hidden = !text;
 }
 
+// The code a reply asks the person to approve or deny, or null.
+function approvalCode(text) {
+  const match = APPROVAL.exec(text || "");
+  return match ? match[1] : null;
+}
+
+// Approve / Deny buttons under a reply that asks for approval; each sends the command as the
+// person's next message, exactly as if they had typed it.
+function updateApproval(turn, reply, code) {
+  let actions = turn.querySelector('[data-role="approval"]');
+  if (!code) { if (actions) actions.remove(); return; }
+  if (actions && actions.dataset.code === code) return;
+  if (actions) actions.remove();
+  actions = el("div", "approval");
+  actions.dataset.role = "approval";
+  actions.dataset.code = code;
+  for (const [label, command, style] of [["Approve", "approve", "approve"], ["Deny", "deny", "deny"]]) {
+    const button = el("button", style, label);
+    button.type = "button";
+    button.addEventListener("click", () => {
+      for (const b of actions.querySelectorAll("button")) b.disabled = true;
+      send(`/${command} ${code}`);
+    });
+    actions.append(button);
+  }
+  reply.after(actions);
+}
+
 function renderTurn(item) {
   const turn = el("section", "turn");
   turn.dataset.messageId = item.id;
@@ -50,9 +80,16 @@ function updateTurn(turn, state) {
   const reply = turn.querySelector('[data-role="reply"]');
   const meta = turn.querySelector(".meta");
   const status = state.status || "queued";
+  let asking = null;
   if (state.output_text !== null && state.output_text !== undefined) {
     reply.textContent = state.output_text;
     reply.classList.remove("pending", "streaming");
+    asking = approvalCode(state.output_text);
+  } else if (state.action_text) {
+    // A tool call waits for the person: the question is the reply until they answer.
+    reply.textContent = state.action_text;
+    reply.classList.remove("pending", "streaming");
+    asking = approvalCode(state.action_text);
   } else if (state.partial_text) {
     // The reply grows as the agent produces it; "…" stays until the first words arrive.
     reply.textContent = state.partial_text;
@@ -61,6 +98,7 @@ function updateTurn(turn, state) {
   } else if (!RUNNING.has(status)) {
     reply.textContent = state.error || status;
   }
+  updateApproval(turn, reply, asking);
   meta.replaceChildren();
   meta.append(el("span", `status ${status}`, status.replace("_", " ")));
   meta.lastChild.dataset.role = "status";
