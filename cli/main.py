@@ -159,17 +159,26 @@ def cmd_send(args: argparse.Namespace) -> Report:
 
 
 async def _show_run(settings: Settings, run_id: str) -> Report:
+    from temporalio.client import WorkflowExecutionStatus
     from temporalio.service import RPCError
 
+    from routes.watch import closed_view
     from workflows.run import AgentRunWorkflow
 
     client = await _client(settings)
     handle = client.get_workflow_handle(run_id)
     try:
         desc = await handle.describe()
-        view = await handle.query(AgentRunWorkflow.view)
+        # Open: its query; closed: its result with later replays laid over it (no worker).
+        view = (
+            await handle.query(AgentRunWorkflow.view)
+            if desc.status == WorkflowExecutionStatus.RUNNING
+            else await closed_view(client, run_id)
+        )
     except RPCError as exc:
         return Report({"run_id": run_id}, code=1, error=f"switchboard: {run_id}: {exc.message}")
+    if view is None:  # deleted between the two calls
+        return Report({"run_id": run_id}, code=1, error=f"switchboard: {run_id}: not found")
     web_ui = None
     if settings.temporal.ui_url:
         from urllib.parse import quote
@@ -248,10 +257,24 @@ def cmd_runs_cancel(args: argparse.Namespace) -> Report:
 
 
 async def _list_dead_letters(settings: Settings, limit: int) -> Report:
+    from temporalio.client import WorkflowExecutionStatus
+
+    from hosting.models import DeliveryState
+    from routes.watch import closed_view
+
     client = await _client(settings)
     query = 'SwitchboardDeliveryState = "dead_letter"'
     runs: list[dict[str, Any]] = []
     async for wf in client.list_workflows(query, limit=limit):
+        if wf.workflow_type == "RedeliveryWorkflow":
+            continue  # a replay that failed: its run is listed by its own search attribute
+        if wf.status != WorkflowExecutionStatus.RUNNING:
+            # A closed run's search attribute stays as it closed: a later replay that
+            # delivered (its own SwitchboardDeliveryState) took it off the list.
+            view = await closed_view(client, wf.id)
+            owing = (DeliveryState.DEAD_LETTER, DeliveryState.PENDING)  # pending: a replay runs
+            if view is None or all(d.state not in owing for d in view.deliveries):
+                continue
         runs.append(
             {
                 "run_id": wf.id,
@@ -275,7 +298,12 @@ async def _replay(settings: Settings, run_id: str, destination: str | None) -> R
     from cli.operations import replay_dead_letters
 
     client = await _client(settings)
-    results = await replay_dead_letters(client, settings.temporal.task_queue, run_id, destination)
+    try:
+        results = await replay_dead_letters(
+            client, settings.temporal.task_queue, run_id, destination
+        )
+    except LookupError as exc:
+        return Report({"run_id": run_id, "results": []}, code=1, error=f"switchboard: {exc}")
     doc: dict[str, Any] = {
         "run_id": run_id,
         "results": [

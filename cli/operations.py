@@ -19,24 +19,31 @@ from hosting.models import (
     DeliveryState,
     RedeliveryInput,
     RedeliveryResult,
-    RunView,
     SessionLinks,
 )
 from hosting.settings import Settings
+from routes.watch import read_view
 from workflows.redelivery import RedeliveryWorkflow
-from workflows.run import AgentRunWorkflow
 from workflows.session import SessionWorkflow
 
 
 async def replay_dead_letters(
     client: Client, task_queue: str, run_id: str, destination: str | None = None
 ) -> list[RedeliveryResult]:
-    """Replay every dead-lettered destination of a run (or one), waiting for each outcome."""
-    view: RunView = await client.get_workflow_handle(run_id).query(AgentRunWorkflow.view)
+    """Replay every dead-lettered destination of a run (or one), waiting for each outcome.
+
+    Works for as long as the namespace retains the run: an open run is queried, a closed one
+    read from its result, with earlier replays laid over it (what one delivered is not sent
+    again). Raises LookupError when there is no such run."""
+    view, closed = await read_view(client, run_id)
+    if view is None:
+        raise LookupError(f"{run_id}: no such run (or no longer retained)")
+    # On a closed run, ``pending`` is a replay still under way: a second replay joins it.
+    replayable = (DeliveryState.DEAD_LETTER, DeliveryState.PENDING if closed else None)
     targets = [
         d.destination
         for d in view.deliveries
-        if d.state is DeliveryState.DEAD_LETTER and destination in (None, d.destination)
+        if d.state in replayable and destination in (None, d.destination)
     ]
     results = []
     for dest in targets:

@@ -214,7 +214,8 @@ class DestinationStatus(Frozen):
 
 
 class RunView(Frozen):
-    """What a query on a run returns: status, output and per-destination delivery."""
+    """What a query on a run returns: status, output and per-destination delivery; also a
+    finished run's (or proactive message's) workflow result, read after it has closed."""
 
     run_id: str
     status: RunStatus
@@ -236,6 +237,9 @@ class RunView(Frozen):
     # asked them (pull channels show it here; push channels also got it as a message).
     pending_tool: str | None = None
     action_text: str | None = None
+    # Only in the workflow's result: what each dead-lettered destination is still owed, so an
+    # operator can replay it after the run has closed. Queries and readers never carry it.
+    owed: dict[str, list[PushRequest]] = Field(default_factory=dict)
 
 
 class AgentRequest(Versioned):
@@ -434,9 +438,14 @@ class RedeliveryInput(Versioned):
 
 
 class RedeliveryResult(Frozen):
+    """A replay's outcome, also read by whoever shows the closed run it replayed (the run can
+    no longer be told)."""
+
     destination: str
     state: DeliveryState
     reason: str | None = None
+    attempts: int | None = None  # None in results recorded before runs closed
+    updated_at: datetime | None = None
 
 
 class MessageInput(Versioned):

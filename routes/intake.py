@@ -7,6 +7,7 @@ configuration (workflows read no configuration) and issues one update-with-start
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 from typing import Any
 
@@ -19,7 +20,9 @@ from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
 )
+from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from channels.base import Channel
 from hosting import search_attributes as sa
@@ -180,22 +183,25 @@ async def start_run(
 ) -> str:
     """A one-off run with no conversation: one new execution, no session (e.g. an API call).
 
-    Starting an existing ID returns that run, so a retried request is the same run."""
+    Starting an existing ID returns that run, so a retried request is the same run, also
+    once it has closed (runs close when done; the id is never reused while retained)."""
     req = inp.request
     run_id = run_workflow_id(req.tenant, req.channel, req.message_key)
-    await client.start_workflow(
-        AgentRunWorkflow.run,
-        RunInput(submit=inp, run_id=run_id, session_id=None, transcript=transcript),
-        id=run_id,
-        task_queue=settings.temporal.task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        search_attributes=TypedSearchAttributes(
-            [
-                SearchAttributePair(sa.TENANT, req.tenant),
-                SearchAttributePair(sa.CHANNEL, req.channel),
-                SearchAttributePair(sa.RUN_STATUS, RunStatus.QUEUED.value),
-                SearchAttributePair(sa.IDENTITY_HASH, inp.identity_hash),
-            ]
-        ),
-    )
+    with contextlib.suppress(WorkflowAlreadyStartedError):
+        await client.start_workflow(
+            AgentRunWorkflow.run,
+            RunInput(submit=inp, run_id=run_id, session_id=None, transcript=transcript),
+            id=run_id,
+            task_queue=settings.temporal.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(sa.TENANT, req.tenant),
+                    SearchAttributePair(sa.CHANNEL, req.channel),
+                    SearchAttributePair(sa.RUN_STATUS, RunStatus.QUEUED.value),
+                    SearchAttributePair(sa.IDENTITY_HASH, inp.identity_hash),
+                ]
+            ),
+        )
     return run_id

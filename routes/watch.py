@@ -14,10 +14,17 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from temporalio.client import Client
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowQueryRejectedError,
+)
+from temporalio.common import QueryRejectCondition
 from temporalio.service import RPCError, RPCStatusCode
 
-from hosting.models import RunView
+from hosting.ids import redelivery_workflow_id
+from hosting.models import DeliveryState, DestinationStatus, RedeliveryResult, RunView
 from workflows.run import AgentRunWorkflow
 
 POLL_START_S = 0.03
@@ -25,13 +32,103 @@ POLL_MAX_S = 0.25
 
 
 async def fetch_view(client: Client, run_id: str) -> RunView | None:
-    """The run's view, or None while its workflow does not exist (yet, or any more)."""
+    """The view of a run (or proactive message), or None while its workflow does not exist
+    (yet, or any more: the namespace's retention is over). Everyone reads runs through here.
+
+    One RPC while it runs: the ``view`` query, rejected by the server (no worker asked) once
+    the workflow has closed. A closed one is read from its result, one more RPC, with the
+    latest replay of each dead-lettered destination laid over it (:func:`closed_view`)."""
+    view, _ = await read_view(client, run_id)
+    return view
+
+
+async def read_view(client: Client, run_id: str) -> tuple[RunView | None, bool]:
+    """:func:`fetch_view`, and whether the workflow has closed."""
     try:
-        return await client.get_workflow_handle(run_id).query(AgentRunWorkflow.view)
+        view: RunView = await client.get_workflow_handle(run_id).query(
+            AgentRunWorkflow.view, reject_condition=QueryRejectCondition.NOT_OPEN
+        )
+    except WorkflowQueryRejectedError:
+        return await closed_view(client, run_id), True
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return None, False
+        raise
+    return view, False
+
+
+async def closed_view(client: Client, run_id: str, *, owed: bool = False) -> RunView | None:
+    """A closed run's final view: its result (no worker, no replay), with the latest
+    redelivery outcomes laid over its dead letters. ``owed`` keeps what a dead-lettered
+    destination is still owed (its content: for replays, never for readers). A run that closed
+    without a result (terminated, cancelled mid-step) is asked by query: a worker replays it."""
+    handle = client.get_workflow_handle(run_id, result_type=RunView)
+    try:
+        try:
+            final = await handle.result()
+        except WorkflowFailureError:
+            final = await handle.query(AgentRunWorkflow.view)
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             return None
         raise
+    final = await with_redeliveries(client, final)
+    return final if owed or not final.owed else final.model_copy(update={"owed": {}})
+
+
+async def with_redeliveries(client: Client, view: RunView) -> RunView:
+    """A closed run cannot be told how a replay went: each of its dead-lettered destinations
+    shows the latest ``redelivery/{run_id}/{destination}`` instead (``pending`` while it runs,
+    then its outcome). One describe per dead letter, and one result per finished replay."""
+    dead = [d for d in view.deliveries if d.state is DeliveryState.DEAD_LETTER]
+    if not dead:
+        return view
+    outcomes = await asyncio.gather(*(redelivery_status(client, view.run_id, d) for d in dead))
+    replaced = {o.destination: o for o in outcomes if o is not None}
+    if not replaced:
+        return view
+    healed = {d for d, o in replaced.items() if o.state is DeliveryState.DELIVERED}
+    times = [o.updated_at for o in replaced.values() if o.updated_at is not None]
+    return view.model_copy(
+        update={
+            "deliveries": [replaced.get(d.destination, d) for d in view.deliveries],
+            "updated_at": max([view.updated_at, *times]),
+            "owed": {d: p for d, p in view.owed.items() if d not in healed},
+        }
+    )
+
+
+async def redelivery_status(
+    client: Client, run_id: str, dead: DestinationStatus
+) -> DestinationStatus | None:
+    """Where the latest replay of one dead letter stands; None: never replayed, or a replay
+    that found nothing owed or could not finish (the dead letter stands)."""
+    handle = client.get_workflow_handle(
+        redelivery_workflow_id(run_id, dead.destination), result_type=RedeliveryResult
+    )
+    try:
+        desc = await handle.describe()
+        if desc.status == WorkflowExecutionStatus.RUNNING:
+            return dead.model_copy(update={"state": DeliveryState.PENDING})
+        if desc.status != WorkflowExecutionStatus.COMPLETED:
+            return None
+        # This execution's result, even if another replay has started since the describe.
+        result = await client.get_workflow_handle(
+            handle.id, run_id=desc.run_id, result_type=RedeliveryResult
+        ).result(follow_runs=False)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    if result.state not in (DeliveryState.DELIVERED, DeliveryState.DEAD_LETTER):
+        return None
+    return DestinationStatus(
+        destination=dead.destination,
+        state=result.state,
+        attempts=dead.attempts if result.attempts is None else result.attempts,
+        reason=result.reason,
+        updated_at=result.updated_at or desc.close_time,
+    )
 
 
 class Watch:

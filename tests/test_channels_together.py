@@ -27,6 +27,7 @@ from channels.activity import message_key as activity_message_key
 from cli.operations import replay_dead_letters, session_id_for, show_links
 from hosting.ids import delivery_key, redelivery_workflow_id
 from hosting.models import DeliveryState, PushRequest, RunInput, RunView
+from routes.watch import fetch_view
 from tests.conftest import Stack
 from tests.fakes import _Fake, dumps, serve
 from tests.fakes_activity import APP_ID, APP_PASSWORD, FakeBotFramework
@@ -300,14 +301,15 @@ async def link_all_three(stack: Stack, person: Person) -> None:
 
 
 async def view(stack: Stack, run_id: str) -> RunView:
-    result: RunView = await stack.client.get_workflow_handle(run_id).query(
-        "view", result_type=RunView
-    )
+    """As readers see it: a closed run's result, with later replays laid over it."""
+    result = await fetch_view(stack.client, run_id)
+    assert result is not None
     return result
 
 
 async def states(stack: Stack, run_id: str) -> dict[str, DeliveryState]:
-    return {d.destination: d.state for d in (await view(stack, run_id)).deliveries}
+    found = await fetch_view(stack.client, run_id)  # None: the session has not started it yet
+    return {d.destination: d.state for d in found.deliveries} if found else {}
 
 
 async def settled(stack: Stack, run_id: str, expected: dict[str, DeliveryState]) -> None:

@@ -24,6 +24,7 @@ import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import SecretStr
+from temporalio.client import WorkflowExecutionStatus
 
 from cli.main import main
 from hosting.models import RunView
@@ -433,12 +434,18 @@ async def test_runs_show_json(
         return bool(view.deliveries) and view.deliveries[0].state == "delivered"
 
     await eventually(delivered)
+
+    async def closed() -> bool:
+        desc = await stack.client.get_workflow_handle(run_id).describe()
+        return desc.status is WorkflowExecutionStatus.COMPLETED
+
+    await eventually(closed)  # a finished run closes; it is read from its result
     code, doc = await cli_json(capsys, "runs", "show", run_id)
     assert code == 0
     run = doc["run"]
     assert run["run_id"] == run_id
     assert run["status"] == "completed" and run["channel"] == "webhook"
-    assert run["workflow_status"] == "RUNNING"  # stays queryable for runs.continuation_s
+    assert run["workflow_status"] == "COMPLETED"
     assert run["output_chars"] == len("echo: a private thought")
     assert run["deliveries"] == [
         {"destination": "webhook", "state": "delivered", "attempts": 1, "reason": None}
@@ -472,7 +479,7 @@ async def test_dead_letters_list_json(
 
     await eventually(in_the_list, timeout=30, every=0.5)
     assert set(listed[run_id]) == {"run_id", "started_at", "workflow_status"}
-    assert listed[run_id]["workflow_status"] == "RUNNING"
+    assert listed[run_id]["workflow_status"] in ("RUNNING", "COMPLETED")  # closes when done
 
     code, doc = await cli_json(capsys, "runs", "show", run_id)
     assert code == 0

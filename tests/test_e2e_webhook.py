@@ -13,7 +13,9 @@ from temporalio.service import RPCError
 
 from gateway import build_app
 from hosting import search_attributes as sa
+from hosting.ids import redelivery_workflow_id
 from hosting.models import DeliveryState, RunStatus, RunView
+from routes.watch import fetch_view
 from tests.conftest import Stack, temporal_address
 from tests.support import (
     WEBHOOK_SECRET,
@@ -261,12 +263,15 @@ async def test_operator_replays_a_dead_letter_with_the_same_key(stack: Stack) ->
     assert push["text"] == "echo: try again later"
     assert stack.receiver.ids == [f"{run_id}:webhook:response"]
 
-    async def healed() -> bool:
-        view = await run_view(stack, run_id)
-        return view.deliveries[0].state is DeliveryState.DELIVERED
-
-    await eventually(healed)
+    # The run has closed: readers lay the replay's outcome over its result.
+    view = await fetch_view(stack.client, run_id)
+    assert view is not None and view.deliveries[0].state is DeliveryState.DELIVERED
+    # A closed run's search attribute stays as it closed; the replay carries its own.
     desc = await stack.client.get_workflow_handle(run_id).describe()
+    assert desc.status is WorkflowExecutionStatus.COMPLETED
+    assert desc.typed_search_attributes.get(sa.DELIVERY_STATE) == "dead_letter"
+    replay = stack.client.get_workflow_handle(redelivery_workflow_id(run_id, "webhook"))
+    desc = await replay.describe()
     assert desc.typed_search_attributes.get(sa.DELIVERY_STATE) == "delivered"
     # Nothing more is owed: a second replay finds nothing to do.
     assert await replay_dead_letters(stack.client, stack.settings.temporal.task_queue, run_id) == []

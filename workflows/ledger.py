@@ -11,7 +11,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from hosting import search_attributes as sa
-    from hosting.models import DeliveryState, DestinationStatus, PushRequest
+    from hosting.models import DeliveryState, DestinationStatus, PushRequest, RunView
     from workflows.delivery import PushFailed, push_with_retries
 
 
@@ -53,6 +53,11 @@ class DeliveryLedger:
 
     def owed_to(self, dest: str) -> list[PushRequest]:
         return list(self.owed.get(dest, []))
+
+    def final(self, view: RunView) -> RunView:
+        """The view as a closing workflow's result: with what every dead-lettered destination
+        is still owed, which an operator's replay reads once the workflow has closed."""
+        return view.model_copy(update={"owed": {d: list(p) for d, p in self.owed.items() if p}})
 
     def summary(self) -> str:
         states = {d.state for d in self.states.values()}

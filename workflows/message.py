@@ -3,8 +3,10 @@
 ID ``message/{tenant}/{key}``. No agent step: it resolves the destinations exactly as a run
 resolves its reply's (``hosting.targets.resolve``), pushes to each through the same delivery
 code (``push_with_retries``: retry schedule, ``max_age_s``, dead letters), and keeps a view
-shaped like a run's, with the same ``view``/``dead_letter`` queries and ``redelivered`` signal,
-so ``switchboard dead-letters`` and ``RedeliveryWorkflow`` treat it as they treat runs.
+shaped like a run's, with the same ``view``/``dead_letter`` queries and ``redelivered`` signal
+while it runs, and closes with the same kind of result (its final view, with what a dead letter
+is still owed), so ``switchboard dead-letters`` and ``RedeliveryWorkflow`` treat it as they treat
+runs.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
     from hosting.targets import destination_label, resolve
     from workflows import names
     from workflows.ledger import DeliveryLedger
+    from workflows.run import RUNS_CLOSE_PATCH
 
 LABELS_KIND = "message"
 
@@ -58,10 +61,12 @@ class ProactiveMessageWorkflow:
             # Accepted means sent: a cancel stops no delivery that has begun.
             await deliveries
         self._set_status(RunStatus.COMPLETED)
-        # Stay queryable (status, dead letters, replay) for the continuation window.
-        with contextlib.suppress(asyncio.CancelledError):
-            await workflow.sleep(timedelta(seconds=inp.continuation_s))
-        return self.view()
+        if not workflow.patched(RUNS_CLOSE_PATCH):
+            # Recorded before messages closed: they stayed open for the continuation window.
+            with contextlib.suppress(asyncio.CancelledError):
+                await workflow.sleep(timedelta(seconds=inp.continuation_s))
+        # Done: the final view, with what a dead letter is still owed, is the result.
+        return self._ledger.final(self.view())
 
     async def _deliver(self, address: ReplyAddress) -> None:
         dest = destination_label(address)

@@ -1,7 +1,9 @@
 """AgentRunWorkflow: one inbound message → agent → durable delivery of the reply.
 
 ID ``run/{tenant}/{channel}/{message_key}``: a redelivered message can never start a second
-run. The run stays queryable for the continuation window after it finishes.
+run. While it runs it answers the ``view`` and ``dead_letter`` queries; once its replies are
+out it closes, and its result is its final view (with what each dead letter is still owed),
+read from the closed workflow for as long as the namespace retains it (``routes.watch``).
 """
 
 from __future__ import annotations
@@ -51,6 +53,13 @@ with workflow.unsafe.imports_passed_through():
     from workflows.link import LinkChallengeWorkflow
 
 
+# ``workflow.patched`` id, shared with ProactiveMessageWorkflow and RedeliveryWorkflow: runs
+# and messages recorded before it stayed open, sleeping, for the continuation window, and
+# redeliveries carried no delivery state of their own; with it, they close when done and their
+# result is what readers read.
+RUNS_CLOSE_PATCH = "runs-close"
+
+
 @dataclass
 class _CommandEffects:
     """What a command asks of the session, reported in ``RunFinished``."""
@@ -91,10 +100,14 @@ class AgentRunWorkflow:
             except asyncio.CancelledError:
                 self._set_status(RunStatus.CANCELLED)
         await self._notify_session(inp)
-        # Stay queryable for the continuation window; cancelling now just ends the wait.
-        with contextlib.suppress(asyncio.CancelledError):
-            await workflow.sleep(timedelta(seconds=inp.submit.options.continuation_s))
-        return self.view()
+        if not workflow.patched(RUNS_CLOSE_PATCH):
+            # Recorded before runs closed: they stayed open, queryable, for the continuation
+            # window (cancelling just ended the wait).
+            with contextlib.suppress(asyncio.CancelledError):
+                await workflow.sleep(timedelta(seconds=inp.submit.options.continuation_s))
+        # Done: the final view (with what a dead letter is still owed) is the result, which
+        # readers and replays take from the closed workflow, no worker needed.
+        return self._ledger.final(self.view())
 
     async def _execute(self, inp: RunInput) -> None:
         opts = inp.submit.options

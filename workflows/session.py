@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
@@ -107,6 +107,8 @@ class SessionWorkflow:
                 ),
                 id=run_id,
                 parent_close_policy=ParentClosePolicy.ABANDON,
+                # Runs close when done: a closed run's id is never started again either.
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 search_attributes=TypedSearchAttributes(
                     [
                         SearchAttributePair(sa.TENANT, request.tenant),
