@@ -227,7 +227,7 @@ async def send_message(settings: Settings, text: str, user: str, wait_s: float) 
     import json
 
     from hosting.temporal_client import connect
-    from workflows.run import AgentRunWorkflow
+    from routes.watch import fetch_view
 
     channel = next((c for c in build_registry(settings) if isinstance(c, SignsSamples)), None)
     if channel is None:
@@ -247,8 +247,12 @@ async def send_message(settings: Settings, text: str, user: str, wait_s: float) 
     client = await connect(settings)
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
-        view = await client.get_workflow_handle(run_id).query(AgentRunWorkflow.view)
-        if view.status.finished and all(d.state != "pending" for d in view.deliveries):
+        view = await fetch_view(client, run_id)  # closed runs are read from their result
+        if (
+            view is not None
+            and view.status.finished
+            and all(d.state != "pending" for d in view.deliveries)
+        ):
             print(f"run {run_id}: {view.status.value}")
             print(f"reply: {view.output_text}")
             for d in view.deliveries:

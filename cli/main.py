@@ -233,8 +233,14 @@ def cmd_runs_show(args: argparse.Namespace) -> Report:
 async def _cancel_run(settings: Settings, args: argparse.Namespace) -> Report:
     from cli.operations import session_id_for
     from routes.runs import cancel_run
+    from routes.watch import fetch_view
 
     client = await _client(settings)
+    finished = await fetch_view(client, args.run_id)
+    if finished is not None and finished.status.finished:
+        # Runs close when done: there is nothing left to cancel.
+        doc = {"run_id": args.run_id, "status": finished.status.value, "already_finished": True}
+        return Report(doc, [f"{args.run_id} already finished: {finished.status.value}"])
     session_id = None
     if args.channel and args.user:
         session_id = session_id_for(

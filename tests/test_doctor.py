@@ -457,6 +457,10 @@ async def test_runs_show_json(
     assert code == 1 and doc["ok"] is False
     assert "run/default/webhook/no-such-run" in doc["error"]
 
+    # Cancelling a run that has already finished (and closed) is a clear no-op.
+    code, doc = await cli_json(capsys, "runs", "cancel", run_id)
+    assert code == 0 and doc["already_finished"] is True and doc["status"] == "completed"
+
 
 async def test_dead_letters_list_json(
     stack: Stack,
