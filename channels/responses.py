@@ -7,7 +7,6 @@ the run and fetched with the continuation token, never pushed.
 
 from __future__ import annotations
 
-import hmac
 import uuid
 from collections.abc import Mapping
 from typing import Literal
@@ -28,6 +27,7 @@ from channels.base import (
     json_answer,
 )
 from channels.inbound_body import BodyError, PlatformBody, parse_body
+from hosting.bearer import match_bearer
 from hosting.ids import Caller, InvalidKey, check_component, tuple_key
 from hosting.models import ChannelRequest, PushRequest, ReplyAddress, SubmitResult, Turn
 from hosting.settings import ChannelSettings, ConfigError
@@ -97,14 +97,7 @@ class ResponsesChannel(BaseChannel):
     ) -> str | None:
         """The caller's name for a known bearer key; every key is compared, in constant time.
         A bearer header is not sent by browsers on their own, so writes need nothing more."""
-        scheme, _, presented = headers.get("Authorization", "").partition(" ")
-        found: str | None = None
-        if scheme.lower() == "bearer" and presented:
-            token = presented.strip().encode()
-            for name, key in self._keys:
-                if hmac.compare_digest(token, key):
-                    found = name
-        return found
+        return match_bearer(headers, self._keys)
 
     def caller(self, headers: Mapping[str, str]) -> Caller | None:
         user_id = self.authenticate(headers, {}, for_write=False)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import traceback
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from aiohttp import web
+from pydantic import BaseModel, ValidationError
 from temporalio.client import RPCTimeoutOrCancelledError
 from temporalio.service import RPCError
 
 from hosting.logs import get_logger
 
+M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # What a Temporal call raises while the server is unreachable or slow.
 UNAVAILABLE_ERRORS = (RPCError, RPCTimeoutOrCancelledError, asyncio.TimeoutError, RuntimeError)
@@ -30,6 +33,16 @@ def openai_error(
     return web.json_response(
         {"error": {"message": message, "type": kind, "param": None, "code": code}}, status=status
     )
+
+
+def parse_json_body(model: type[M], raw: bytes) -> M | web.Response:
+    """The body as ``model``, or a 400 naming the first field that is wrong (OpenAI style)."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        return openai_error(400, f"{where}: {err['msg']}", "invalid_request")
 
 
 def token_not_found() -> web.Response:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from temporalio.client import Client
 from temporalio.common import (
     SearchAttributePair,
@@ -33,6 +33,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from channels.base import Channel
 from hosting import search_attributes as sa
+from hosting.bearer import match_bearer
 from hosting.ids import (
     Caller,
     InvalidKey,
@@ -54,7 +55,7 @@ from hosting.models import (
     RunView,
 )
 from hosting.settings import Settings
-from routes.errors import UNAVAILABLE_ERRORS, openai_error
+from routes.errors import UNAVAILABLE_ERRORS, openai_error, parse_json_body
 from routes.keys import CLIENT, LIMITS, REGISTRY, SETTINGS
 from routes.responses import too_many_requests
 from routes.runs import session_of
@@ -198,15 +199,8 @@ class MessagesApi:
         ]
 
     def caller(self, headers: Mapping[str, str]) -> str | None:
-        """The key's name; every key is compared, in constant time, with no early exit."""
-        scheme, _, presented = headers.get("Authorization", "").partition(" ")
-        found: str | None = None
-        if scheme.lower() == "bearer" and presented:
-            token = presented.strip().encode()
-            for name, key in self._keys:
-                if hmac.compare_digest(token, key):
-                    found = name
-        return found
+        """The key's name (see :func:`hosting.bearer.match_bearer`)."""
+        return match_bearer(headers, self._keys)
 
     async def create(self, request: web.Request) -> web.Response:
         caller = self.caller(request.headers)
@@ -215,12 +209,9 @@ class MessagesApi:
         wait = request.app[LIMITS].messages.take(Caller(CALLER_CHANNEL, caller).key)
         if wait > 0:
             return too_many_requests(wait)
-        try:
-            body = CreateMessage.model_validate_json(await request.read())
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"]) or "body"
-            return openai_error(400, f"{where}: {err['msg']}", "invalid_request")
+        body = parse_json_body(CreateMessage, await request.read())
+        if isinstance(body, web.Response):
+            return body
         settings = request.app[SETTINGS]
         to = body.to
         channel = request.app[REGISTRY].get(to.channel)

@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
-from pydantic import ValidationError
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
@@ -27,7 +26,7 @@ from hosting.models import RunStatus, RunView, Turn
 from hosting.policy import Decision, decide
 from hosting.settings import ConfigError, Settings
 from hosting.tokens import TokenClaims, issue
-from routes.errors import openai_error, token_not_found
+from routes.errors import openai_error, parse_json_body, token_not_found
 from routes.inbound import QUEUE_RETRY_S, queue_full
 from routes.intake import build_submission, start_run, submit
 from routes.keys import CLIENT, LIMITS
@@ -178,12 +177,9 @@ class ResponsesApi:
         wait = request.app[LIMITS].messages.take(caller.key)
         if wait > 0:
             return too_many_requests(wait)
-        try:
-            body = CreateResponse.model_validate_json(await request.read())
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"]) or "body"
-            return openai_error(400, f"{where}: {err['msg']}", "invalid_request")
+        body = parse_json_body(CreateResponse, await request.read())
+        if isinstance(body, web.Response):
+            return body
         if body.background and not body.stream:
             return await self._create(request, caller, body)
         try:  # a foreground create holds its connection open until the run has finished

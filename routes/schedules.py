@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from temporalio.client import (
     Client,
     Schedule,
@@ -64,7 +64,7 @@ from hosting.models import (
     ResponseTarget,
 )
 from hosting.settings import Settings
-from routes.errors import UNAVAILABLE_ERRORS, openai_error
+from routes.errors import UNAVAILABLE_ERRORS, openai_error, parse_json_body
 from routes.inbound import queue_full
 from routes.intake import build_submission, submit
 from routes.keys import CLIENT, LIMITS, REGISTRY, SETTINGS
@@ -350,12 +350,9 @@ class SchedulesApi:
         wait = request.app[LIMITS].messages.take(Caller(CALLER_CHANNEL, caller).key)
         if wait > 0:
             return too_many_requests(wait)
-        try:
-            body = CreateSchedule.model_validate_json(await request.read())
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"]) or "body"
-            return openai_error(400, f"{where}: {err['msg']}", "invalid_request")
+        body = parse_json_body(CreateSchedule, await request.read())
+        if isinstance(body, web.Response):
+            return body
         refused = self._refusal(request.app[REGISTRY].get(body.to.channel), body)
         if refused is not None:
             return refused
