@@ -50,7 +50,7 @@ from channels.base import (
     ProgressState,
     Refused,
 )
-from channels.chunking import split_text
+from channels.chunking import send_parts, split_text
 from channels.http_push import HttpResult, classify_status, parse_retry_after
 from channels.inbound_body import BodyError, PlatformBody, parse_body
 from hosting.ids import tuple_key
@@ -399,11 +399,11 @@ class ActivityChannel(BaseChannel):
         if target is None:
             return ChannelAck(mode=FailureMode.REJECTED, detail="serviceUrl not allowed")
         url, conversation = target
-        sent: list[str] = []
-        for part in split_text(push.text, MAX_TEXT)[push.skip_parts :]:
+
+        async def send(index: int, part: str) -> ChannelAck:
             token = await self._token.bearer(http, push.policy.timeout_s)
             if isinstance(token, ChannelAck):
-                return token.model_copy(update={"parts_delivered": len(sent)})
+                return token
             result = await post_encoded(
                 http,
                 url,
@@ -417,12 +417,9 @@ class ActivityChannel(BaseChannel):
             ack = result if isinstance(result, ChannelAck) else self._ack(result)
             if ack.mode is FailureMode.UNAUTHORIZED:
                 self._token.drop()  # revoked or rotated secret: fetch a fresh one next time
-            if not ack.ok:
-                return ack.model_copy(update={"parts_delivered": len(sent)})
-            sent += ack.platform_message_ids
-        return ChannelAck(
-            mode=FailureMode.DELIVERED, platform_message_ids=sent, parts_delivered=len(sent)
-        )
+            return ack
+
+        return await send_parts(split_text(push.text, MAX_TEXT), push.skip_parts, send)
 
     # -- progress --------------------------------------------------------------------------
 

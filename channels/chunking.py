@@ -1,8 +1,11 @@
-"""Splitting a long reply into platform-sized parts, on line boundaries where possible."""
+"""Splitting a long reply into platform-sized parts, on line boundaries where possible, and
+sending them in order."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+
+from channels.base import ChannelAck, FailureMode
 
 
 def utf16_len(text: str) -> int:
@@ -39,3 +42,23 @@ def split_text(text: str, limit: int, measure: Callable[[str], int] = len) -> li
     if current:
         parts.append(current)
     return [p.rstrip("\n") or p for p in parts]
+
+
+async def send_parts(
+    parts: list[str], skip: int, send: Callable[[int, str], Awaitable[ChannelAck]]
+) -> ChannelAck:
+    """Send ``parts[skip:]`` in order with ``send(index, part)``, stopping at the first failure.
+
+    ``parts_delivered`` counts the parts this call delivered, so a retry skips exactly those
+    (the push's ``skip_parts`` grows by it) and never posts a part twice."""
+    sent: list[str] = []
+    delivered = 0
+    for index in range(skip, len(parts)):
+        ack = await send(index, parts[index])
+        if not ack.ok:
+            return ack.model_copy(update={"parts_delivered": delivered})
+        sent += ack.platform_message_ids
+        delivered += 1
+    return ChannelAck(
+        mode=FailureMode.DELIVERED, platform_message_ids=sent, parts_delivered=delivered
+    )

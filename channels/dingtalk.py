@@ -37,7 +37,7 @@ from channels.base import (
     InboundOutcome,
     Refused,
 )
-from channels.chunking import split_text
+from channels.chunking import send_parts, split_text
 from channels.http_push import HttpResult, classify_status, parse_retry_after, post
 from channels.inbound_body import BodyError, PlatformBody, parse_body
 from hosting.models import ChannelRequest, PushRequest, ReplyAddress
@@ -247,26 +247,19 @@ class DingTalkChannel(BaseChannel):
 
     async def push(self, http: aiohttp.ClientSession, push: PushRequest) -> ChannelAck:
         parts = split_text(push.text, MAX_TEXT_BYTES, utf8_len)
-        sent: list[str] = []
-        delivered = 0
-        for part in parts[push.skip_parts :]:
+
+        async def send(index: int, part: str) -> ChannelAck:
             url, why = self._webhook(push.address)
             if url is not None:
-                ack = await self._post_session(http, url, part, push.policy.timeout_s)
-            elif self.proactive:
-                ack = await self._send_proactive(http, push.address, part, push.policy.timeout_s)
-            else:
-                ack = ChannelAck(
-                    mode=FailureMode.REJECTED,
-                    detail=f"{why}, and no app_key/robot_code for proactive sends",
-                )
-            if not ack.ok:
-                return ack.model_copy(update={"parts_delivered": delivered})
-            delivered += 1
-            sent += ack.platform_message_ids
-        return ChannelAck(
-            mode=FailureMode.DELIVERED, platform_message_ids=sent, parts_delivered=delivered
-        )
+                return await self._post_session(http, url, part, push.policy.timeout_s)
+            if self.proactive:
+                return await self._send_proactive(http, push.address, part, push.policy.timeout_s)
+            return ChannelAck(
+                mode=FailureMode.REJECTED,
+                detail=f"{why}, and no app_key/robot_code for proactive sends",
+            )
+
+        return await send_parts(parts, push.skip_parts, send)
 
     async def _post_session(
         self, http: aiohttp.ClientSession, url: str, text: str, timeout_s: float

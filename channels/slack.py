@@ -41,7 +41,7 @@ from channels.base import (
     Refused,
     json_answer,
 )
-from channels.chunking import split_text
+from channels.chunking import send_parts, split_text
 from channels.http_push import HttpResult, classify_status, parse_retry_after, post
 from channels.inbound_body import BodyError, PlatformBody, parse_body
 from hosting.models import ChannelRequest, PushRequest, ReplyAddress
@@ -344,9 +344,9 @@ class SlackChannel(BaseChannel):
             if not ack.ok:
                 return ack
             channel = str((body.get("channel") or {}).get("id", ""))
-        sent: list[str] = []
         parts = split_text(escape(push.text), MAX_TEXT)
-        for index, part in enumerate(parts[push.skip_parts :], start=push.skip_parts):
+
+        async def send(index: int, part: str) -> ChannelAck:
             payload: dict[str, Any] = {"channel": channel, "text": part}
             if push.phase == "approval" and index == len(parts) - 1:
                 blocks = approval_blocks(part)  # ``text`` stays: notifications and fallback
@@ -355,12 +355,9 @@ class SlackChannel(BaseChannel):
             if addr.thread_id:
                 payload["thread_ts"] = addr.thread_id
             ack, _ = await self._call(http, "chat.postMessage", payload, push.policy.timeout_s)
-            if not ack.ok:
-                return ack.model_copy(update={"parts_delivered": len(sent)})
-            sent += ack.platform_message_ids
-        return ChannelAck(
-            mode=FailureMode.DELIVERED, platform_message_ids=sent, parts_delivered=len(sent)
-        )
+            return ack
+
+        return await send_parts(parts, push.skip_parts, send)
 
     # -- progress --------------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ from channels.base import (
     ProgressState,
     Refused,
 )
-from channels.chunking import split_text, utf16_len
+from channels.chunking import send_parts, split_text, utf16_len
 from channels.http_push import HttpResult, classify_status, post
 from channels.inbound_body import BodyError, PlatformBody, parse_body
 from hosting.models import ChannelRequest, PushRequest, ReplyAddress, SubmitResult
@@ -307,8 +307,8 @@ class TelegramChannel(BaseChannel):
         addr = push.address
         parts = split_text(push.text, MAX_TEXT, utf16_len)
         keyboard = approval_keyboard(push.text) if push.phase == "approval" else None
-        sent: list[str] = []
-        for index, part in enumerate(parts[push.skip_parts :], start=push.skip_parts):
+
+        async def send(index: int, part: str) -> ChannelAck:
             payload: dict[str, Any] = {"chat_id": addr.conversation_id, "text": part}
             if keyboard is not None and index == len(parts) - 1:
                 payload["reply_markup"] = keyboard  # under the part that says how to answer
@@ -326,13 +326,9 @@ class TelegramChannel(BaseChannel):
                 headers={"content-type": "application/json"},
                 timeout_s=push.policy.timeout_s,
             )
-            ack = result if isinstance(result, ChannelAck) else self._ack(result)
-            if not ack.ok:
-                return ack.model_copy(update={"parts_delivered": len(sent)})
-            sent += ack.platform_message_ids
-        return ChannelAck(
-            mode=FailureMode.DELIVERED, platform_message_ids=sent, parts_delivered=len(sent)
-        )
+            return result if isinstance(result, ChannelAck) else self._ack(result)
+
+        return await send_parts(parts, push.skip_parts, send)
 
     # -- progress --------------------------------------------------------------------------
 
