@@ -202,13 +202,19 @@ class MessagesApi:
         """The key's name (see :func:`hosting.bearer.match_bearer`)."""
         return match_bearer(headers, self._keys)
 
-    async def create(self, request: web.Request) -> web.Response:
+    def admit(self, request: web.Request) -> str | web.Response:
+        """The caller of a create, or the answer instead: 401 without a known key, 429 over
+        the caller's rate."""
         caller = self.caller(request.headers)
         if caller is None:
             return openai_error(401, "Incorrect API key provided.", "invalid_api_key")
         wait = request.app[LIMITS].messages.take(Caller(CALLER_CHANNEL, caller).key)
-        if wait > 0:
-            return too_many_requests(wait)
+        return too_many_requests(wait) if wait > 0 else caller
+
+    async def create(self, request: web.Request) -> web.Response:
+        caller = self.admit(request)
+        if isinstance(caller, web.Response):
+            return caller
         body = parse_json_body(CreateMessage, await request.read())
         if isinstance(body, web.Response):
             return body

@@ -45,7 +45,6 @@ from channels.base import Channel
 from channels.registry import ChannelRegistry
 from hosting import search_attributes as sa
 from hosting.ids import (
-    Caller,
     InvalidKey,
     check_component,
     checkin_workflow_id,
@@ -67,9 +66,8 @@ from hosting.settings import Settings
 from routes.errors import UNAVAILABLE_ERRORS, openai_error, parse_json_body
 from routes.inbound import queue_full
 from routes.intake import build_submission, submit
-from routes.keys import CLIENT, LIMITS, REGISTRY, SETTINGS
-from routes.messages import CALLER_CHANNEL, Contact, MessagesApi, To, recorded_contact
-from routes.responses import too_many_requests
+from routes.keys import CLIENT, REGISTRY, SETTINGS
+from routes.messages import Contact, MessagesApi, To, recorded_contact
 from routes.runs import session_of
 from workflows.checkin import CheckInWorkflow
 from workflows.commands import parse_command
@@ -344,12 +342,9 @@ class SchedulesApi:
         return self._keys.caller(headers)
 
     async def create(self, request: web.Request) -> web.Response:
-        caller = self.caller(request.headers)
-        if caller is None:
-            return openai_error(401, "Incorrect API key provided.", "invalid_api_key")
-        wait = request.app[LIMITS].messages.take(Caller(CALLER_CHANNEL, caller).key)
-        if wait > 0:
-            return too_many_requests(wait)
+        caller = self._keys.admit(request)
+        if isinstance(caller, web.Response):
+            return caller
         body = parse_json_body(CreateSchedule, await request.read())
         if isinstance(body, web.Response):
             return body
