@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import os
 import tomllib
 from pathlib import Path
@@ -157,12 +158,18 @@ class SecuritySettings(_Section):
         raw = self.identity_key.get_secret_value()
         if raw:
             return base64.b64decode(raw)
-        return HKDF(
-            algorithm=hashes.SHA256(), length=32, salt=None, info=b"switchboard identity key"
-        ).derive(self.signing_key_bytes())
+        return _derived_identity_key(self.signing_key_bytes())
 
     def codec_key_pairs(self) -> list[tuple[str, bytes]]:
         return [parse_codec_key(k.get_secret_value()) for k in self.codec_keys]
+
+
+@functools.lru_cache(maxsize=8)
+def _derived_identity_key(signing_key: bytes) -> bytes:
+    # Derived once per signing key, not on every inbound message.
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"switchboard identity key"
+    ).derive(signing_key)
 
 
 def parse_codec_key(entry: str) -> tuple[str, bytes]:

@@ -10,6 +10,7 @@ same 404 for forged, expired and foreign tokens.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -49,7 +50,8 @@ def _mac(key: bytes, body: str, tenant: str, caller: str) -> str:
     return _b64(hmac.new(key, signed, hashlib.sha256).digest())
 
 
-def _sealing_key(key: bytes) -> AESGCM:
+@functools.lru_cache(maxsize=8)
+def _sealing_key(key: bytes) -> AESGCM:  # derived once per signing key, not per request
     derived = HKDF(
         algorithm=hashes.SHA256(), length=32, salt=None, info=b"switchboard continuation token"
     ).derive(key)
