@@ -28,6 +28,7 @@ from hosting.models import RunInput, RunView
 from hosting.settings import AgentSettings, ConfigError
 from tests.conftest import Stack
 from tests.support import eventually
+from tests.test_replay import replayer
 from tests.test_tools import CODE, next_push, say, scheduled, view
 from worker import build_worker
 
@@ -256,6 +257,12 @@ async def test_approve_runs_the_tool_once_and_the_agent_answers(
     assert (await next_push(stack, 5)).text == "plain: thanks"
     assert tool_messages(model) == ["paid 5 to bob"]
     assert example.payments == [{"amount": 5, "to": "bob"}]
+    # The paused-and-resumed run, and its session, replay with today's workflow code.
+    session = (await run_input(stack, run_id)).session_id
+    assert session is not None
+    for wid in (run_id, session):
+        history = await stack.client.get_workflow_handle(wid).fetch_history()
+        await replayer().replay_workflow(history)
 
 
 async def test_deny_never_runs_the_tool_and_tells_the_model(
