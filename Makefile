@@ -11,7 +11,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[local,test]'
+	$(PY) -m pip install -q -e '.[local,test,agent-framework]'
 	touch $(STAMP)
 
 dev: install

@@ -109,6 +109,7 @@ async def build_worker(
             activities=[
                 agent.invoke_agent,
                 agent.model_step,
+                agent.resume_agent,
                 tool_calls.call_tool,
                 tool_calls.answer_approval,
                 delivery.push_reply,

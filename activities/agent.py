@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
@@ -15,11 +16,18 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
-from activities.agent_backends import AgentBackend, StepsWithTools
+from activities.agent_backends import AgentBackend, OnDelta, ResumesAfterApproval, StepsWithTools
 from activities.names import AGENT_PROGRESS_SIGNAL, AGENT_REJECTED
 from channels.base import PROGRESS_TIMEOUT_S, ProgressState, ShowsProgress
 from hosting.logs import get_logger
-from hosting.models import AgentProgress, AgentReply, AgentRequest, AgentStep, ReplyAddress
+from hosting.models import (
+    AgentProgress,
+    AgentReply,
+    AgentRequest,
+    AgentResume,
+    AgentStep,
+    ReplyAddress,
+)
 from hosting.targets import destination_key
 
 if TYPE_CHECKING:
@@ -191,12 +199,35 @@ class AgentActivities:
 
     @activity.defn(name="invoke_agent")
     async def invoke_agent(self, request: AgentRequest) -> AgentReply:
+        return await self._streamed(request, partial(self._backend.reply, request))
+
+    @activity.defn(name="resume_agent")
+    async def resume_agent(self, resume: AgentResume) -> AgentReply:
+        """The rest of a framework agent's turn after the person answered its approvals,
+        streamed like the first step."""
+        backend = self._backend
+        if not isinstance(backend, ResumesAfterApproval):
+            raise ApplicationError(
+                "this agent kind does not pause for approvals",
+                type=AGENT_REJECTED,
+                non_retryable=True,
+            )
+        return await self._streamed(
+            resume.request, partial(backend.resume, resume), resume.progress_attempt_base
+        )
+
+    async def _streamed(
+        self,
+        request: AgentRequest,
+        produce: Callable[[OnDelta], Awaitable[AgentReply]],
+        attempt_base: int = 0,
+    ) -> AgentReply:
         progress: ProgressBatches | None = None
         if request.progress_every_ms and self._client is not None:
             progress = ProgressBatches(
                 self._client,
                 request.run_id,
-                activity.info().attempt,
+                attempt_base + activity.info().attempt,
                 request.progress_every_ms / 1000,
             )
         live = self._live_progress(request)
@@ -210,14 +241,14 @@ class AgentActivities:
         if live is not None:
             live.tick()  # "working" at once
         # Heartbeats let Temporal notice a dead worker quickly and deliver cancellation.
-        task = asyncio.ensure_future(self._backend.reply(request, on_delta))
+        task = asyncio.ensure_future(produce(on_delta))
         try:
             while True:
                 done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_EVERY_S)
                 if done:
                     reply = task.result()
-                    if live is not None:
-                        live.finish(reply.text)
+                    if live is not None:  # paused for an approval: no answer yet
+                        live.finish(None if reply.approval_requests else reply.text)
                         live = None
                     if progress is not None:
                         await progress.flush()

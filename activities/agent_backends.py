@@ -1,4 +1,5 @@
-"""Agent backends: echo (tests, demos), any OpenAI-compatible server, or a Python callable."""
+"""Agent backends: echo (tests, demos), any OpenAI-compatible server, a Python callable, or a
+Microsoft Agent Framework agent (:mod:`activities.agent_framework`)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from temporalio.exceptions import ApplicationError
 from activities.names import AGENT_REJECTED
 from activities.tools import ToolRegistry
 from channels.http_push import parse_retry_after
-from hosting.models import AgentReply, AgentRequest, AgentStep, Turn
+from hosting.models import AgentReply, AgentRequest, AgentResume, AgentStep, Turn
 from hosting.settings import AgentSettings, ConfigError
 
 OnDelta = Callable[[str], Awaitable[None]]
@@ -260,6 +261,13 @@ class StepsWithTools(Protocol):
         ...
 
 
+@runtime_checkable
+class ResumesAfterApproval(Protocol):
+    async def resume(self, resume: AgentResume, on_delta: OnDelta = _ignore) -> AgentReply:
+        """The rest of a turn that paused on approvals (``agent_framework`` agents)."""
+        ...
+
+
 def build_backend(
     settings: AgentSettings, http: aiohttp.ClientSession, tools: ToolRegistry | None = None
 ) -> AgentBackend:
@@ -267,6 +275,15 @@ def build_backend(
         return EchoAgent(settings.delay_ms, settings.stream_delay_ms)
     if settings.kind == "openai":
         return OpenAIChatAgent(settings, http, tools)
+    if settings.kind == "agent_framework":
+        try:  # an optional extra, imported only where it is configured
+            from activities.agent_framework import AgentFrameworkAgent
+        except ImportError as exc:
+            raise ConfigError(
+                "agent.kind: 'agent_framework' needs the agent-framework extra installed "
+                f"(pip install -e '.[agent-framework]'): {exc}"
+            ) from None
+        return AgentFrameworkAgent(settings)
     if not settings.callable:
         raise ConfigError("agent.callable: required when agent.kind = 'python'")
     return PythonAgent(settings.callable)

@@ -178,6 +178,11 @@ class SessionState(Versioned):
     link_failures: list[datetime] = Field(default_factory=list)
     home: Identity | None = None
     active_channel: str | None = None
+    # ``agent_framework`` agents: the framework's serialised conversation state, and how many
+    # times it was replaced (a turn that waited for approval only updates the generation it
+    # started from).
+    agent_state: str | None = None
+    agent_state_generation: int = 0
 
 
 class RunInput(Versioned):
@@ -190,6 +195,8 @@ class RunInput(Versioned):
     home: Identity | None = None  # the session's own account, for multi-channel replies
     active_channel: str | None = None
     cancelled: bool = False  # cancelled while it waited in the session's queue
+    agent_state: str | None = None  # the session's agent_framework state (see SessionState)
+    agent_state_generation: int = 0
 
 
 class RunFinished(Frozen):
@@ -203,6 +210,17 @@ class RunFinished(Frozen):
     link_failed: bool = False
     unlink: Identity | None = None  # this account leaves the session
     unlink_all: bool = False
+    # The agent's conversation state after this turn (``agent_framework``; None: none kept).
+    agent_state: str | None = None
+
+
+class AgentStateUpdate(Frozen):
+    """Signal from a run that waited for approval: its turn's state, which the session keeps
+    only while its state is still the one the run started from."""
+
+    run_id: str
+    generation: int
+    agent_state: str | None = None
 
 
 class DestinationStatus(Frozen):
@@ -252,6 +270,8 @@ class AgentRequest(Versioned):
     progress_every_ms: int = 0
     # Where the reply will land, for live progress on the platform (typing, drafts); None: none.
     progress_to: ReplyAddress | None = None
+    # ``agent_framework``: the conversation state the session kept (None: start from transcript).
+    agent_state: str | None = None
 
 
 class AgentProgress(Versioned):
@@ -302,6 +322,10 @@ class AgentReply(Versioned):
     # the answer), and the turn's bounds.
     tool_calls: list[ToolCall] = Field(default_factory=list)
     tool_limits: ToolLoopLimits | None = None
+    # ``agent_framework``: the calls the agent paused on until the person approves them (its
+    # own approval requests are in ``agent_state``), and its conversation state after the step.
+    approval_requests: list[ToolCall] = Field(default_factory=list)
+    agent_state: str | None = None
 
 
 class AgentStep(Versioned):
@@ -310,6 +334,25 @@ class AgentStep(Versioned):
 
     request: AgentRequest
     exchanges: list[ToolExchange] = Field(default_factory=list)
+
+
+class ToolDecision(Frozen):
+    """The person's answer to one paused call; ``why`` (for the model) when it did not run."""
+
+    call_id: str
+    approved: bool
+    why: str | None = None
+
+
+class AgentResume(Versioned):
+    """Resume an ``agent_framework`` turn that paused on approvals, from its paused state."""
+
+    request: AgentRequest
+    agent_state: str
+    decisions: list[ToolDecision]
+    # The resumed step's progress batches count attempts from here, above every earlier
+    # step's, so the run starts the answer so far afresh.
+    progress_attempt_base: int = 0
 
 
 class ToolInvocation(Versioned):

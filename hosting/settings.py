@@ -184,13 +184,17 @@ def parse_codec_key(entry: str) -> tuple[str, bytes]:
 
 
 class AgentSettings(_Section):
-    kind: Literal["echo", "openai", "python"] = "echo"
+    kind: Literal["echo", "openai", "python", "agent_framework"] = "echo"
     delay_ms: int = Field(default=0, ge=0, le=3_600_000)
     base_url: str = "http://127.0.0.1:11434/v1"
     model: str = "gpt-4o-mini"
     api_key: SecretStr | None = None
     system_prompt: str = "You are a helpful assistant."
-    callable: str | None = Field(default=None, description="module:callable for kind = python")
+    callable: str | None = Field(
+        default=None,
+        description="module:callable for kind = python; module:attribute naming an agent (or a "
+        "zero-argument factory of one) for kind = agent_framework",
+    )
     timeout_s: float = Field(default=300.0, gt=0)
     heartbeat_timeout_s: float = Field(
         default=10.0, ge=2, description="a worker that died mid-call is noticed after this long"
@@ -230,6 +234,14 @@ class AgentSettings(_Section):
     )
     tools_not_idempotent: list[str] = Field(
         default_factory=list, description="tool names never retried (a retry could repeat them)"
+    )
+    state_max_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        description="agent_framework: the largest conversation state a session keeps between "
+        "turns (it travels in every run's input); beyond it the state is dropped and the next "
+        "turn starts from the transcript",
     )
 
     @model_validator(mode="after")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -77,6 +78,84 @@ def approval_prompt(call: ToolCall, code: str) -> str:
     return (
         f"The agent wants to run {call.name} with {shown}. Reply /approve {code} or /deny {code}."
     )
+
+
+@dataclass(frozen=True)
+class ApprovalVerdict:
+    """What came of asking: approved, or why the call does not run; and how long it waited."""
+
+    approved: bool
+    why: str = ""
+    waited: timedelta = timedelta(0)
+
+
+class PersonApproval:
+    """Asks the person who started the run (or one of their linked accounts) to approve one
+    call: a :class:`ToolApprovalWorkflow` holds the code and the timer, the host tells the
+    person and shows ``requires_action``. Shared by the tool loop and framework agents."""
+
+    def __init__(self, inp: RunInput, host: ApprovalHost) -> None:
+        self._inp = inp
+        self._host = host
+
+    async def ask(self, call: ToolCall, timeout_s: float) -> ApprovalVerdict:
+        session_id = self._inp.session_id
+        request = self._inp.submit.request
+        if session_id is None:
+            return ApprovalVerdict(
+                False, "it needs a person's approval, and this run has no conversation to ask in"
+            )
+        approvers = [
+            Identity(
+                channel=request.channel,
+                user_id=request.user_id,
+                address=request.reply_to,
+                session_id=session_id,
+            ),
+            *self._inp.linked,
+        ]
+        handle = None
+        code = ""
+        for _ in range(3):  # a code still waiting in this session is never reused
+            code = "".join(workflow.random().choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+            try:
+                handle = await workflow.start_child_workflow(
+                    ToolApprovalWorkflow.run,
+                    ApprovalStart(
+                        run_id=self._inp.run_id,
+                        code=code,
+                        tool=call.name,
+                        approvers=approvers,
+                        timeout_s=timeout_s,
+                    ),
+                    id=approval_workflow_id(session_id, code),
+                    search_attributes=TypedSearchAttributes(
+                        [
+                            SearchAttributePair(sa.TENANT, request.tenant),
+                            SearchAttributePair(sa.IDENTITY_HASH, self._inp.submit.identity_hash),
+                        ]
+                    ),
+                )
+                break
+            except WorkflowAlreadyStartedError:
+                continue
+        if handle is None:
+            return ApprovalVerdict(False, "no approval code could be issued")
+        asked_at = workflow.now()
+        await self._host.awaiting_approval(call.name, code, approval_prompt(call, code))
+        try:
+            decision: ApprovalDecision = await handle
+        except ChildWorkflowError:
+            decision = ApprovalDecision(approved=False)
+        waited = workflow.now() - asked_at
+        self._host.approval_settled()
+        if decision.approved:
+            return ApprovalVerdict(True, waited=waited)
+        if decision.timed_out:
+            return ApprovalVerdict(
+                False, "nobody approved it in time, so it counts as declined", waited
+            )
+        return ApprovalVerdict(False, "the person declined it", waited)
 
 
 class ToolLoop:
@@ -173,62 +252,12 @@ class ToolLoop:
 
     async def _approval(self, call: ToolCall, limits: ToolLoopLimits) -> ToolResult | None:
         """Waits for the person; ``None`` when they approved, else the result the model gets."""
-        session_id = self._inp.session_id
-        request = self._inp.submit.request
-        if session_id is None:
-            return _refused(
-                call, "it needs a person's approval, and this run has no conversation to ask in"
-            )
-        approvers = [
-            Identity(
-                channel=request.channel,
-                user_id=request.user_id,
-                address=request.reply_to,
-                session_id=session_id,
-            ),
-            *self._inp.linked,
-        ]
-        handle = None
-        code = ""
-        for _ in range(3):  # a code still waiting in this session is never reused
-            code = "".join(workflow.random().choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
-            try:
-                handle = await workflow.start_child_workflow(
-                    ToolApprovalWorkflow.run,
-                    ApprovalStart(
-                        run_id=self._inp.run_id,
-                        code=code,
-                        tool=call.name,
-                        approvers=approvers,
-                        timeout_s=limits.approval_timeout_s,
-                    ),
-                    id=approval_workflow_id(session_id, code),
-                    search_attributes=TypedSearchAttributes(
-                        [
-                            SearchAttributePair(sa.TENANT, request.tenant),
-                            SearchAttributePair(sa.IDENTITY_HASH, self._inp.submit.identity_hash),
-                        ]
-                    ),
-                )
-                break
-            except WorkflowAlreadyStartedError:
-                continue
-        if handle is None:
-            return _refused(call, "no approval code could be issued")
-        asked_at = workflow.now()
-        await self._host.awaiting_approval(call.name, code, approval_prompt(call, code))
-        try:
-            decision: ApprovalDecision = await handle
-        except ChildWorkflowError:
-            decision = ApprovalDecision(approved=False)
+        verdict = await PersonApproval(self._inp, self._host).ask(call, limits.approval_timeout_s)
         # Time spent waiting for a person does not count against the turn's duration.
-        self._deadline += workflow.now() - asked_at
-        self._host.approval_settled()
-        if decision.approved:
+        self._deadline += verdict.waited
+        if verdict.approved:
             return None
-        if decision.timed_out:
-            return _refused(call, "nobody approved it in time, so it counts as declined")
-        return _refused(call, "the person declined it")
+        return _refused(call, verdict.why)
 
     def _remaining(self) -> timedelta:
         left = self._deadline - workflow.now()

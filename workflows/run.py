@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
         AgentProgress,
         AgentReply,
         AgentRequest,
+        AgentStateUpdate,
         ApprovalAnswer,
         ApprovalOutcome,
         DestinationStatus,
@@ -49,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import names
     from workflows.agent_loop import ToolLoop, TurnExpired
     from workflows.commands import Command, parse_command
+    from workflows.framework_turn import FrameworkTurn
     from workflows.ledger import DeliveryLedger
     from workflows.link import LinkChallengeWorkflow
 
@@ -89,6 +91,8 @@ class AgentRunWorkflow:
         self._pending_tool: str | None = None
         self._action_text: str | None = None
         self._released = False  # the session was told early, while a tool waits for approval
+        self._agent_state: str | None = None  # agent_framework: the state after this turn
+        self._late_state = False  # a framework turn that ended after releasing its session
 
     @workflow.run
     async def run(self, inp: RunInput) -> RunView:
@@ -134,6 +138,7 @@ class AgentRunWorkflow:
             channel=request.channel,
             identity_hash=inp.submit.identity_hash,
             progress_every_ms=opts.stream_every_ms,
+            agent_state=inp.agent_state,
             # Typing and drafts only where the reply itself will land (push channels).
             progress_to=request.reply_to
             if opts.deliver_to_origin
@@ -156,6 +161,9 @@ class AgentRunWorkflow:
             )
             if reply.tool_calls:  # only with [agent] tools: the loop runs here, step by step
                 reply = await ToolLoop(inp, agent_request, self).finish(reply)
+            elif reply.approval_requests:  # an agent_framework agent paused for the person
+                reply = await FrameworkTurn(inp, agent_request, self).finish(reply)
+                self._late_state = self._released
         except TurnExpired:
             self._error = "the run exceeded its maximum duration"
             self._set_status(RunStatus.EXPIRED)
@@ -172,6 +180,7 @@ class AgentRunWorkflow:
                 self._set_status(RunStatus.FAILED)
             return
         self._output = reply.text
+        self._agent_state = reply.agent_state
         self._usage = (reply.usage_input_tokens, reply.usage_output_tokens)
         self._set_status(RunStatus.COMPLETED)
         accounts = [*([inp.home] if inp.home else []), *inp.linked]
@@ -379,7 +388,18 @@ class AgentRunWorkflow:
         """Tell the session this run is done with it: when it finished, or earlier, when it
         waits for a person (``released``: the session runs its next message meanwhile, and
         this turn's answer does not join the transcript)."""
-        if inp.session_id is None or (self._released and not released):
+        if inp.session_id is None:
+            return
+        if self._released and not released:
+            if self._late_state and self._output is not None:
+                await workflow.get_external_workflow_handle(inp.session_id).signal(
+                    names.AGENT_STATE_SIGNAL,
+                    AgentStateUpdate(
+                        run_id=inp.run_id,
+                        generation=inp.agent_state_generation,
+                        agent_state=self._agent_state,
+                    ),
+                )
             return
         # By name: the session module imports this one (sessions start runs), so a typed
         # reference back would be a circular import.
@@ -397,6 +417,7 @@ class AgentRunWorkflow:
                 link_failed=self._command_effects.link_failed,
                 unlink=self._command_effects.unlink,
                 unlink_all=self._command_effects.unlink_all,
+                agent_state=None if released else self._agent_state,
             ),
         )
 

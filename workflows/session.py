@@ -20,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from hosting.ids import InvalidKey, message_id, run_workflow_id
     from hosting.models import (
         QUEUE_FULL,
+        AgentStateUpdate,
         Identity,
         LinkingPolicy,
         RunFinished,
@@ -59,6 +60,8 @@ class SessionWorkflow:
         self._link_failures: list[datetime] = list(state.link_failures)
         self._home: Identity | None = state.home
         self._active_channel: str | None = state.active_channel
+        self._agent_state: str | None = state.agent_state
+        self._agent_state_generation = state.agent_state_generation
 
     @workflow.run
     async def run(self, state: SessionState) -> None:
@@ -101,6 +104,8 @@ class SessionWorkflow:
                     linked=list(self._linked),
                     home=self._home,
                     active_channel=self._active_channel,
+                    agent_state=self._agent_state,
+                    agent_state_generation=self._agent_state_generation,
                     transcript=self._transcript[
                         len(self._transcript) - 2 * opts.transcript_turns :
                     ],
@@ -161,10 +166,24 @@ class SessionWorkflow:
     def _remember_turn(self, finished: RunFinished) -> None:
         if finished.reply_text is None:
             return
+        # The agent's own state follows the turn it came from (None: none, or dropped).
+        self._keep_agent_state(finished.agent_state)
         self._transcript.append(Turn(role="user", text=finished.user_text))
         self._transcript.append(Turn(role="assistant", text=finished.reply_text))
         # Bounded: only the newest turns are kept and handed to the agent.
         del self._transcript[: max(0, len(self._transcript) - 2 * self._turn_limit)]
+
+    def _keep_agent_state(self, state: str | None) -> None:
+        if state is not None or self._agent_state is not None:
+            self._agent_state = state
+            self._agent_state_generation += 1
+
+    @workflow.signal(name=names.AGENT_STATE_SIGNAL)
+    def agent_state_update(self, update: AgentStateUpdate) -> None:
+        """A turn that waited for approval ended after the session moved on: its state is kept
+        only if no other turn replaced the state meanwhile (the later turn's state wins)."""
+        if update.generation == self._agent_state_generation:
+            self._keep_agent_state(update.agent_state)
 
     @workflow.update
     async def submit(self, item: SubmitInput) -> SubmitResult:
@@ -352,5 +371,7 @@ class SessionWorkflow:
                 "link_failures": list(self._link_failures),
                 "home": self._home,
                 "active_channel": self._active_channel,
+                "agent_state": self._agent_state,
+                "agent_state_generation": self._agent_state_generation,
             }
         )
