@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
+from hosting.trace_context import TRACEPARENT_PATTERN
+
 PAYLOAD_VERSION = 1
 
 
@@ -148,6 +150,9 @@ class SubmitInput(Versioned):
     labels: dict[str, str] = Field(default_factory=dict)  # e.g. API model and metadata
     # For "/link CODE": the code's keyed hash, so no workflow input ever carries a usable code.
     link_code_hash: str | None = None
+    # The W3C trace context the submission arrived in (set by the session when traced): its
+    # run joins that trace rather than the trace that started the session.
+    traceparent: str | None = Field(default=None, pattern=TRACEPARENT_PATTERN)
 
 
 QUEUE_FULL = "queue_full"  # SubmitResult.reason: the session's queue is at its bound
