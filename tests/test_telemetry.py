@@ -18,8 +18,8 @@ from channels.registry import build_registry
 from gateway import build_app
 from hosting.settings import TelemetrySettings
 from hosting.telemetry import start_tracing
-from hosting.trace_context import valid_traceparent
 from hosting.temporal_client import connect
+from hosting.trace_context import valid_traceparent
 from tests.conftest import temporal_address
 from tests.support import (
     WEBHOOK_SECRET,
