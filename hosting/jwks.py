@@ -122,25 +122,46 @@ class KeySet:
             async with aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=KEYS_TIMEOUT_S)
             ) as http:
-                metadata = await _get_json(http, self._metadata_url)
-                if self._issuer is not None and metadata.get("issuer") != self._issuer:
-                    raise ValueError("OpenID metadata names another issuer")
-                jwks_uri = metadata.get("jwks_uri")
-                if not isinstance(jwks_uri, str):
-                    raise ValueError("OpenID metadata has no jwks_uri")
-                jwks = await _get_json(http, jwks_uri)
-            keys = parse_jwks(jwks, self._algorithms)
+                keys = await fetch_signing_keys(
+                    http, self._metadata_url, algorithms=self._algorithms, issuer=self._issuer
+                )
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
             self._failed = True  # keep the keys we had: a hiccup must not lock everyone out
             return
         self._keys, self._fetched_at, self._failed = keys, self._clock(), False
 
 
+def discovery_url(issuer: str) -> str:
+    """Where an OpenID Connect issuer publishes its metadata."""
+    return issuer.rstrip("/") + "/.well-known/openid-configuration"
+
+
+async def fetch_signing_keys(
+    http: aiohttp.ClientSession,
+    metadata_url: str,
+    *,
+    algorithms: Collection[str],
+    issuer: str | None = None,
+) -> dict[str, SigningKey]:
+    """The metadata's JWKS, parsed; raises aiohttp, OS or ValueError errors (the last with a
+    short reason) when the metadata or the keys cannot be read or name another issuer."""
+    metadata = await _get_json(http, metadata_url)
+    if issuer is not None and metadata.get("issuer") != issuer:
+        raise ValueError("OpenID metadata names another issuer")
+    jwks_uri = metadata.get("jwks_uri")
+    if not isinstance(jwks_uri, str):
+        raise ValueError("OpenID metadata has no jwks_uri")
+    return parse_jwks(await _get_json(http, jwks_uri), algorithms)
+
+
 async def _get_json(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
     async with http.get(url) as resp:
         if resp.status != 200:
             raise ValueError(f"HTTP {resp.status}")
-        body: Any = json.loads(await resp.content.read(MAX_DOCUMENT_BYTES))
+        try:
+            body: Any = json.loads(await resp.content.read(MAX_DOCUMENT_BYTES))
+        except ValueError:
+            raise ValueError("not JSON") from None
     if not isinstance(body, dict):
         raise ValueError("not a JSON object")
     return body

@@ -22,7 +22,7 @@ from google.protobuf.json_format import MessageToDict, ParseDict
 from temporalio.api.common.v1 import Payload
 
 from hosting.codec import AesGcmCodec, CodecKeyError
-from hosting.jwks import KEY_TYPES, KeySet, KeysUnavailable
+from hosting.jwks import KEY_TYPES, KeySet, KeysUnavailable, discovery_url
 from hosting.redaction import for_support
 from hosting.settings import SecuritySettings
 
@@ -63,7 +63,7 @@ class OidcRoles:
             raise ValueError("codec_oidc_issuer and codec_oidc_audience are both required")
         self._issuer, self._audience = issuer, audience
         self._keys = KeySet(
-            issuer.rstrip("/") + "/.well-known/openid-configuration",
+            discovery_url(issuer),
             clock,
             algorithms=tuple(KEY_TYPES),
             issuer=issuer,

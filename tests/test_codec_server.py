@@ -380,3 +380,28 @@ def test_an_incomplete_oidc_configuration_is_refused_at_start(
 
     with pytest.raises(ConfigError, match=error):
         make_settings("tq", "x", security=oidc)
+
+
+async def test_doctor_reads_the_issuers_keys_as_the_gateway_does(issuer: FakeIssuer) -> None:
+    from cli.doctor import codec_oidc_checks, codec_token_check
+
+    settings = oidc_settings(issuer)
+    [check] = await codec_oidc_checks(settings, 2.0)
+    assert check.status == "ok", check
+    assert "2 signing key(s) (ES256, RS256)" in check.detail
+    assert "'groups': 1 value(s) to support, 1 to admin" in check.detail
+    assert "sb-admin" not in check.detail  # counts, not the groups themselves
+    no_static = settings.security.model_copy(
+        update={"codec_support_tokens": [], "codec_admin_tokens": []}
+    )
+    token_check = codec_token_check(settings.model_copy(update={"security": no_static}))
+    assert token_check.status == "ok" and "OIDC" in token_check.detail
+
+    issuer.down = True
+    [check] = await codec_oidc_checks(settings, 2.0)
+    assert check.status == "fail" and "HTTP 503" in check.detail
+    issuer.down = False
+    issuer.published = []
+    [check] = await codec_oidc_checks(settings, 2.0)
+    assert check.status == "fail" and "no RS256 or ES256 signing key" in check.detail
+    assert await codec_oidc_checks(make_settings("tq", "x"), 2.0) == []
