@@ -151,7 +151,7 @@ async def codec_oidc_checks(settings: Settings, timeout_s: float) -> list[Check]
     readable (the gateway fetches them the same way), and how roles map."""
     sec = settings.security
     issuer = sec.codec_oidc_issuer
-    if issuer is None:
+    if not issuer:
         return []
     roles = sorted(sec.codec_oidc_roles.values())
     mapping = (

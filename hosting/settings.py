@@ -146,7 +146,7 @@ class SecuritySettings(_Section):
     @model_validator(mode="after")
     def _codec_oidc_complete(self) -> SecuritySettings:
         issuer = self.codec_oidc_issuer
-        if issuer is None:
+        if not issuer:  # unset, or empty from an environment variable: off
             return self
         parts = urlsplit(issuer)
         local = parts.hostname in ("127.0.0.1", "localhost", "::1")

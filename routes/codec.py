@@ -59,7 +59,7 @@ class OidcRoles:
 
     def __init__(self, security: SecuritySettings, clock: Callable[[], float]) -> None:
         issuer, audience = security.codec_oidc_issuer, security.codec_oidc_audience
-        if issuer is None or audience is None:
+        if not issuer or not audience:
             raise ValueError("codec_oidc_issuer and codec_oidc_audience are both required")
         self._issuer, self._audience = issuer, audience
         self._keys = KeySet(
