@@ -12,8 +12,6 @@ from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
-from hosting.trace_context import TRACEPARENT_PATTERN
-
 PAYLOAD_VERSION = 1
 
 
@@ -139,6 +137,10 @@ class RunOptions(Frozen):
     max_fanout: int = 8
     stream_every_ms: int = 0  # record the answer so far at most this often; 0: only at the end
     queue: QueueLimits = Field(default_factory=lambda: QueueLimits())
+
+
+# W3C Trace Context version 00, lowercase hex (no lookarounds: pydantic's regex has none).
+TRACEPARENT_PATTERN = r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
 
 
 class SubmitInput(Versioned):

@@ -18,14 +18,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+from hosting.models import TRACEPARENT_PATTERN
+
 try:
     from opentelemetry import context as otel_context
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 except ImportError:  # the otel extra is optional; without it no traceparent is ever noted
     otel_context = None  # type: ignore[assignment]
 
-# Version 00 of W3C Trace Context, lowercase hex (no lookarounds: pydantic's regex has none).
-TRACEPARENT_PATTERN = r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
 _TRACEPARENT = re.compile(TRACEPARENT_PATTERN)
 _INVALID_IDS = ("-" + "0" * 32 + "-", "-" + "0" * 16 + "-")  # all-zero ids mean "no trace"
 
