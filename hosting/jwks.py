@@ -97,7 +97,9 @@ class KeySet:
         except jwt.PyJWTError:
             return None
         kid, alg = header.get("kid"), header.get("alg")
-        if alg not in self._algorithms or not isinstance(kid, str) or not kid:
+        if not isinstance(alg, str) or alg not in self._algorithms:
+            return None
+        if not isinstance(kid, str) or not kid:
             return None
         key = await self.get(kid)
         if key is None or key.algorithm != alg:  # a key is used only with its own algorithm

@@ -90,8 +90,9 @@ class FakeIssuer:
             headers={"kid": signer.kid},
         )
 
-    def unsigned_token(self, alg: str, secret: bytes = b"", **overrides: Any) -> str:
-        """``alg: none`` (empty signature) or an HMAC keyed with ``secret``: the forgeries."""
+    def unsigned_token(self, alg: object, secret: bytes = b"", **overrides: Any) -> str:
+        """``alg: none`` (empty signature) or an HMAC keyed with ``secret``: the forgeries
+        (``alg`` may be any JSON value, as a forger's is)."""
         header = _b64(json.dumps({"alg": alg, "typ": "JWT", "kid": self.rsa.kid}).encode())
         payload = _b64(json.dumps(self.claims(**overrides)).encode())
         signing_input = f"{header}.{payload}".encode()

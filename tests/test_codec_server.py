@@ -305,6 +305,7 @@ async def test_bad_forged_or_expired_access_tokens_are_a_bare_401(
         "the EC key's kid on an RS256 token": issuer.token(IssuerKey("RS256", kid=issuer.ec.kid)),
         "alg none": issuer.unsigned_token("none"),
         "HS256 keyed with the public key": issuer.unsigned_token("HS256", issuer.rsa.public_pem()),
+        "alg as a list": issuer.unsigned_token(["RS256"]),
         "tampered claims": tampered,
         "not a JWT": "not.a.jwt",
         "far too long": "x" * 8_100,
