@@ -38,6 +38,7 @@ from channels.base import Channel, ChecksCredentials
 from channels.registry import ChannelRegistry, build_channel, check_claims, open_to_everyone
 from channels.webhook import WebhookChannelSettings
 from hosting import search_attributes
+from hosting.jwks import KEY_TYPES, discovery_url, fetch_signing_keys
 from hosting.policy import check_policy
 from hosting.settings import DEFAULT_CONFIG_PATH, ConfigError, Settings
 from hosting.temporal_client import connect
@@ -80,6 +81,7 @@ async def diagnose(load: Callable[[], Settings], *, timeout_s: float = TIMEOUT_S
             Check("fail", "required keys", f"{exc}: the worker and gateway refuse to start")
         )
     checks += key_checks(settings)
+    checks += await codec_oidc_checks(settings, timeout_s)
     checks.append(gateway_check(settings))
     checks += await temporal_checks(settings, timeout_s)
     checks += await channel_checks(settings, timeout_s)
@@ -122,6 +124,8 @@ def codec_token_check(settings: Settings) -> Check:
     sec = settings.security
     support, admin = len(sec.codec_support_tokens), len(sec.codec_admin_tokens)
     counts = f"support: {support} token(s), admin: {admin} token(s)"
+    if sec.codec_oidc_issuer:
+        counts += ", and Web UI users through OIDC"
     if sec.codec_open_role:
         return Check(
             "warn",
@@ -129,7 +133,7 @@ def codec_token_check(settings: Settings) -> Check:
             f"{counts}; codec_open_role = {sec.codec_open_role}: anyone who reaches /codec "
             "decodes without a token (local development only)",
         )
-    if not support and not admin:
+    if not support and not admin and not sec.codec_oidc_issuer:
         return Check("warn", "codec tokens", f"{counts}: the Web UI cannot decode payloads")
     short = [
         t for t in [*sec.codec_support_tokens, *sec.codec_admin_tokens]
@@ -140,6 +144,33 @@ def codec_token_check(settings: Settings) -> Check:
             "warn", "codec tokens", f"{counts}; {len(short)} shorter than {MIN_TOKEN_CHARS} chars"
         )
     return Check("ok", "codec tokens", counts)
+
+
+async def codec_oidc_checks(settings: Settings, timeout_s: float) -> list[Check]:
+    """With Web UI users signing in to the codec server: the issuer's metadata and keys are
+    readable (the gateway fetches them the same way), and how roles map."""
+    sec = settings.security
+    issuer = sec.codec_oidc_issuer
+    if not issuer:
+        return []
+    roles = sorted(sec.codec_oidc_roles.values())
+    mapping = (
+        f"claim {sec.codec_oidc_roles_claim!r}: {roles.count('support')} value(s) to support, "
+        f"{roles.count('admin')} to admin"
+    )
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as http:
+            keys = await fetch_signing_keys(
+                http, discovery_url(issuer), algorithms=tuple(KEY_TYPES), issuer=issuer
+            )
+    except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+        reason = str(exc) if type(exc) is ValueError else type(exc).__name__
+        return [Check("fail", "codec oidc", f"{issuer}: {reason}: signed-in users get 503")]
+    if not keys:
+        return [Check("fail", "codec oidc", f"{issuer}: no RS256 or ES256 signing key published")]
+    algorithms = ", ".join(sorted({k.algorithm for k in keys.values()}))
+    detail = f"{issuer}: {len(keys)} signing key(s) ({algorithms}); {mapping}"
+    return [Check("ok", "codec oidc", detail)]
 
 
 def gateway_check(settings: Settings) -> Check:

@@ -139,6 +139,10 @@ class RunOptions(Frozen):
     queue: QueueLimits = Field(default_factory=lambda: QueueLimits())
 
 
+# W3C Trace Context version 00, lowercase hex (no lookarounds: pydantic's regex has none).
+TRACEPARENT_PATTERN = r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
+
+
 class SubmitInput(Versioned):
     request: ChannelRequest
     isolation_key: str
@@ -148,6 +152,9 @@ class SubmitInput(Versioned):
     labels: dict[str, str] = Field(default_factory=dict)  # e.g. API model and metadata
     # For "/link CODE": the code's keyed hash, so no workflow input ever carries a usable code.
     link_code_hash: str | None = None
+    # The W3C trace context the submission arrived in (set by the session when traced): its
+    # run joins that trace rather than the trace that started the session.
+    traceparent: str | None = Field(default=None, pattern=TRACEPARENT_PATTERN)
 
 
 QUEUE_FULL = "queue_full"  # SubmitResult.reason: the session's queue is at its bound

@@ -13,6 +13,7 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -127,6 +128,35 @@ class SecuritySettings(_Section):
     codec_cors_origins: list[str] = Field(
         default_factory=list, description="Web UI origins allowed to call the codec server"
     )
+    # The Web UI's signed-in users (TEMPORAL_CODEC_PASS_ACCESS_TOKEN): their OIDC access
+    # tokens, verified against the issuer's JWKS, map to a codec role through a claim.
+    codec_oidc_issuer: str | None = Field(
+        default=None, description="OIDC issuer whose JWT access tokens the codec server accepts"
+    )
+    codec_oidc_audience: str | None = Field(
+        default=None, description="the aud those tokens must carry (required with the issuer)"
+    )
+    codec_oidc_roles_claim: str = Field(
+        default="groups", description="top-level claim holding the user's roles or groups"
+    )
+    codec_oidc_roles: dict[str, Literal["support", "admin"]] = Field(
+        default_factory=dict, description="claim value -> codec role; unmapped users get 403"
+    )
+
+    @model_validator(mode="after")
+    def _codec_oidc_complete(self) -> SecuritySettings:
+        issuer = self.codec_oidc_issuer
+        if not issuer:  # unset, or empty from an environment variable: off
+            return self
+        parts = urlsplit(issuer)
+        local = parts.hostname in ("127.0.0.1", "localhost", "::1")
+        if parts.scheme != "https" and not (parts.scheme == "http" and local):
+            raise ValueError("codec_oidc_issuer must be an https URL (http only on loopback)")
+        if not self.codec_oidc_audience:
+            raise ValueError("codec_oidc_audience: required with codec_oidc_issuer")
+        if not self.codec_oidc_roles:
+            raise ValueError("codec_oidc_roles: empty, so no signed-in user could decode")
+        return self
 
     @field_validator("signing_key", "identity_key")
     @classmethod

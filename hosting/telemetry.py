@@ -33,10 +33,11 @@ class Tracing:
 
     def interceptor(self) -> TracingInterceptor:
         """For the Temporal client (a worker built on that client uses it too): spans for
-        updates, workflows and activities, with the context carried in Temporal headers."""
-        from temporalio.contrib.opentelemetry import TracingInterceptor
+        updates, workflows and activities, with the context carried in Temporal headers, and
+        each submission's run in the trace the submission came in."""
+        from hosting.temporal_tracing import SubmissionTracingInterceptor
 
-        return TracingInterceptor(self.provider.get_tracer(TRACER_NAME))
+        return SubmissionTracingInterceptor(self.provider.get_tracer(TRACER_NAME))
 
     def middleware(self) -> Middleware:
         """The gateway's server span, named by route template, never by path."""

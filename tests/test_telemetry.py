@@ -1,4 +1,5 @@
-"""Traces: one webhook message is one trace, from the gateway's HTTP span to the push, and no
+"""Traces: every webhook message is one trace, from the gateway's HTTP span to the push (the
+second message of a conversation too, though its session was started by the first), and no
 span carries the message or the person."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from gateway import build_app
 from hosting.settings import TelemetrySettings
 from hosting.telemetry import start_tracing
 from hosting.temporal_client import connect
+from hosting.trace_context import valid_traceparent
 from tests.conftest import temporal_address
 from tests.support import (
     WEBHOOK_SECRET,
@@ -40,10 +42,16 @@ class TracedStack:
 
 
 @pytest.fixture
-async def traced(client: Client, receiver: Receiver) -> AsyncIterator[TracedStack]:
+def intake() -> str:
+    return "update"
+
+
+@pytest.fixture
+async def traced(client: Client, receiver: Receiver, intake: str) -> AsyncIterator[TracedStack]:
     settings = make_settings(
         f"tq-trace-{uuid.uuid4().hex}",
         temporal_address(client),
+        gateway={"intake": intake},
         channels={"webhook": {"secret": WEBHOOK_SECRET, "callback_url": receiver.url}},
     )
     exporter = InMemorySpanExporter()
@@ -71,6 +79,15 @@ def ancestry(span: ReadableSpan, by_id: dict[int, ReadableSpan]) -> list[str]:
 
 def test_tracing_is_off_without_an_endpoint() -> None:
     assert start_tracing(TelemetrySettings(), "switchboard-test") is None
+
+
+def test_only_well_formed_traceparents_are_kept() -> None:
+    good = f"00-{'a1' * 16}-{'b2' * 8}-01"
+    assert valid_traceparent(good) == good
+    zero_trace = f"00-{'0' * 32}-{'b2' * 8}-01"
+    zero_span = f"00-{'a1' * 16}-{'0' * 16}-01"
+    for bad in (None, 42, "", good.upper(), "01" + good[2:], zero_trace, zero_span, good + "\n"):
+        assert valid_traceparent(bad) is None, bad
 
 
 async def test_one_webhook_message_is_one_trace_down_to_the_push(
@@ -135,3 +152,92 @@ async def test_one_webhook_message_is_one_trace_down_to_the_push(
         for value in values:
             assert TEXT not in value and "tangerine" not in value, (span.name, value)
             assert USER not in value and "person-4711" not in value, (span.name, value)
+
+
+def assert_no_content(spans: list[ReadableSpan], *secrets: str) -> None:
+    for span in spans:
+        values = [span.name, *(str(v) for v in (span.attributes or {}).values())]
+        values += [str(v) for e in span.events for v in (e.attributes or {}).values()]
+        values += [str(v) for link in span.links for v in (link.attributes or {}).values()]
+        for value in values:
+            for secret in secrets:
+                assert secret not in value, (span.name, value)
+
+
+# Update intake submits by update-with-start; signal intake (and the fallback when no worker
+# answers in time) by signal-with-start.
+CLIENT_CALL = {
+    "update": ("StartUpdateWithStartWorkflow:SessionWorkflow", "HandleUpdate:submit"),
+    "signal": ("SignalWithStartWorkflow:SessionWorkflow", "HandleSignal:submit_later"),
+}
+
+
+@pytest.mark.parametrize("intake", ["update", "signal"])
+async def test_each_message_of_a_conversation_is_its_own_trace(
+    traced: TracedStack, receiver: Receiver, intake: str
+) -> None:
+    texts = ["the first secret is tangerine", "the second secret is kumquat"]
+    msg_ids = [f"msg_{uuid.uuid4().hex}" for _ in texts]
+    # A session of its own: the other tests' sessions stay on their own task queues.
+    user = f"person-4712-{intake}@example.org"
+    submit_span, handler_span = CLIENT_CALL[intake]
+    for n, (msg_id, text) in enumerate(zip(msg_ids, texts, strict=True), start=1):
+        body = webhook_message(user, "conv-2", text)
+        resp = await traced.http.post(
+            "/channels/webhook", data=body, headers=webhook_headers(body, msg_id)
+        )
+        assert resp.status == 202, await resp.text()
+        pushes = await receiver.wait_for(n)
+        assert pushes[-1]["text"] == f"echo: {text}"
+
+    def finished() -> list[ReadableSpan]:
+        return list(traced.spans.get_finished_spans())
+
+    async def both_pushes_traced() -> bool:
+        return len([s for s in finished() if s.name == "RunActivity:push_reply"]) == 2
+
+    await eventually(both_pushes_traced)
+    spans = finished()
+    by_id = {s.context.span_id: s for s in spans}
+    http_spans = [s for s in spans if s.name == "POST /channels/{channel}"]
+    assert len(http_spans) == 2 and all(s.parent is None for s in http_spans)
+    assert len({s.context.trace_id for s in http_spans}) == 2, "two messages, two traces"
+
+    # Both runs were started by the one session, yet each run, its agent call and its push
+    # hang under the HTTP span and the update of their own message.
+    for http_span, msg_id in zip(http_spans, msg_ids, strict=True):
+        run_id = f"run/default/webhook/{msg_id}"
+        trace = [s for s in spans if s.context.trace_id == http_span.context.trace_id]
+        [run_span] = [s for s in trace if s.name == "RunWorkflow:AgentRunWorkflow"]
+        assert run_span.attributes is not None
+        assert run_span.attributes["temporalWorkflowID"] == run_id
+        [agent_span] = [s for s in trace if s.name == "RunActivity:invoke_agent"]
+        [push_span] = [s for s in trace if s.name == "RunActivity:push_reply"]
+        for span, activity in ((agent_span, "invoke_agent"), (push_span, "push_reply")):
+            assert ancestry(span, by_id) == [
+                "POST /channels/{channel}",
+                submit_span,
+                "StartChildWorkflow:AgentRunWorkflow",
+                f"StartActivity:{activity}",
+                f"RunActivity:{activity}",
+            ]
+            assert span.attributes is not None
+            assert span.attributes["temporalWorkflowID"] == run_id
+        [submitted] = [s for s in trace if s.name == submit_span]
+        assert submitted.attributes is not None
+        if intake == "update":
+            assert submitted.attributes["temporalUpdateID"] == f"webhook:{msg_id}"
+        # Nothing of the other message's run is in this trace.
+        assert {
+            (s.attributes or {}).get("temporalWorkflowID")
+            for s in trace
+            if str((s.attributes or {}).get("temporalWorkflowID", "")).startswith("run/")
+        } == {run_id}
+
+    # The session's own markers (its start, each submission it handled) stay in the first
+    # trace, where the session began.
+    first_trace = http_spans[0].context.trace_id
+    handled = [s for s in spans if s.name == handler_span]
+    assert len(handled) == 2 and {s.context.trace_id for s in handled} == {first_trace}
+    assert {s.context.trace_id for s in spans} == {s.context.trace_id for s in http_spans}
+    assert_no_content(spans, *texts, "tangerine", "kumquat", user, "person-4712")

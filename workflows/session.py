@@ -17,6 +17,7 @@ from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from hosting import search_attributes as sa
+    from hosting import trace_context
     from hosting.ids import InvalidKey, message_id, run_workflow_id
     from hosting.models import (
         QUEUE_FULL,
@@ -73,7 +74,9 @@ class SessionWorkflow:
                 if not self._queue:
                     return  # idle for long: the session ends; the next message starts a new one
             item = self._queue.pop(0)
-            await self._run_one(item)
+            # The run joins its message's trace, not the session's (headers only: same commands).
+            with trace_context.under(item.traceparent):
+                await self._run_one(item)
             if workflow.info().is_continue_as_new_suggested():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(self._snapshot())
@@ -187,7 +190,7 @@ class SessionWorkflow:
 
     @workflow.update
     async def submit(self, item: SubmitInput) -> SubmitResult:
-        return await self._admit(item)
+        return await self._admit(_traced(item))
 
     @workflow.signal(name=names.SUBMIT_LATER_SIGNAL)
     async def submit_later(self, item: SubmitInput) -> None:
@@ -198,7 +201,7 @@ class SessionWorkflow:
         except ApplicationError:
             workflow.logger.warning("refused a deferred submission")
             return
-        result = await self._admit(item)
+        result = await self._admit(_traced(item))
         if not result.accepted:
             # Nobody waits for a signal's answer: the refusal is at least in the worker's log.
             workflow.logger.warning("deferred submission not accepted: %s", result.reason)
@@ -281,12 +284,13 @@ class SessionWorkflow:
             req = item.request
             if run_workflow_id(req.tenant, req.channel, req.message_key) == run_id:
                 self._queue.remove(item)
-                await workflow.start_child_workflow(
-                    AgentRunWorkflow.run,
-                    RunInput(submit=item, run_id=run_id, session_id=None, cancelled=True),
-                    id=run_id,
-                    parent_close_policy=ParentClosePolicy.ABANDON,
-                )
+                with trace_context.under(item.traceparent):
+                    await workflow.start_child_workflow(
+                        AgentRunWorkflow.run,
+                        RunInput(submit=item, run_id=run_id, session_id=None, cancelled=True),
+                        id=run_id,
+                        parent_close_policy=ParentClosePolicy.ABANDON,
+                    )
                 return
 
     @workflow.signal(name=names.LINK_IDENTITY_SIGNAL)
@@ -375,3 +379,12 @@ class SessionWorkflow:
                 "agent_state_generation": self._agent_state_generation,
             }
         )
+
+
+def _traced(item: SubmitInput) -> SubmitInput:
+    """The submission with the trace it arrived in, unless it already has one (a forwarded
+    submission keeps its first): its run is then part of its own message's trace."""
+    arrived = trace_context.arrived_traceparent()
+    if item.traceparent is not None or arrived is None:
+        return item
+    return item.model_copy(update={"traceparent": arrived})
