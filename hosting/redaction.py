@@ -23,8 +23,8 @@ METADATA = frozenset(
         "max_duration_s", "max_fanout", "max_interval_s", "message_key", "mode", "multitask",
         "parts_delivered", "phase", "platform_message_ids", "position", "reason",
         "require_approval", "retry_after_s", "role", "run_id", "session_id", "skip_parts",
-        "state", "status", "tenant", "timeout_s", "transcript_turns", "ttl_s", "unlink_all",
-        "updated_at", "usage_input_tokens", "usage_output_tokens", "version",
+        "state", "status", "tenant", "timeout_s", "traceparent", "transcript_turns", "ttl_s",
+        "unlink_all", "updated_at", "usage_input_tokens", "usage_output_tokens", "version",
     }
 )  # fmt: skip
 # Fields that hold a nested model (or a list of them): walked, their own fields judged alike.
