@@ -353,7 +353,9 @@ def test_dockerfile_builds_the_package_in_a_stage_and_runs_it_unprivileged() -> 
     repo, tag = image_tag(bases[0])
     assert repo == "python" and PINNED_TAG.match(tag), bases[0]
     assert build[0].endswith(" AS build")
-    assert any(re.match(r"RUN pip install .*--prefix=/install \.$", line) for line in build)
+    installs = [line for line in build if line.startswith("RUN pip install ")]
+    assert installs == ['RUN pip install --prefix=/install ".${EXTRAS:+[$EXTRAS]}"']
+    assert 'ARG EXTRAS=""' in build, "no extras unless asked for"
     assert "COPY --from=build /install /usr/local" in runtime
     # Everything the package declares is copied into the build stage.
     copied = {src for line in build if line.startswith("COPY ") for src in line.split()[1:-1]}
