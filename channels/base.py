@@ -289,6 +289,20 @@ class ProgressState(StrEnum):
 PROGRESS_TIMEOUT_S = 5.0  # a progress call that takes longer is worth nothing
 
 
+@dataclass
+class LiveReply:
+    """One reply shown live on the platform, kept by the worker across its progress frames:
+    the platform's id of the message that shows the reply as it grows (a Slack stream's ts, a
+    Teams stream id, a Discord interaction's original message), once there is one; how many
+    frames the platform took; the text it shows. The agent activity returns ``message`` with
+    its answer, so the final push (on any worker) completes that message instead of posting
+    the reply a second time."""
+
+    message: str | None = None
+    frames: int = 0
+    shown: str = ""
+
+
 @runtime_checkable
 class ShowsProgress(Protocol):
     """Push platforms that can show a reply being produced (typing, a draft, a status line)
@@ -311,10 +325,13 @@ class ShowsProgress(Protocol):
         address: ReplyAddress,
         text_so_far: str | None,
         state: ProgressState,
+        live: LiveReply,
     ) -> bool:
         """Show one frame of progress within ``PROGRESS_TIMEOUT_S``; ``DONE`` carries the final
-        text, or None when the agent failed. Returns whether the platform took it (the caller
-        backs off if not). Must not raise, and never logs the text."""
+        text, or None when the agent failed. ``live`` is this reply's state, which the adapter
+        updates (it is the same object for every frame of one reply). Returns whether the
+        platform took it (the caller backs off if not). Must not raise, and never logs the
+        text."""
         ...
 
 

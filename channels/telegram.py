@@ -32,6 +32,7 @@ from channels.base import (
     HttpAnswer,
     InboundHttp,
     InboundOutcome,
+    LiveReply,
     ProgressState,
     Refused,
 )
@@ -303,8 +304,29 @@ class TelegramChannel(BaseChannel):
             return ChannelAck(mode=FailureMode.REJECTED, detail="403")
         return classify_status(result.status)
 
+    async def _clear_buttons(self, http: aiohttp.ClientSession, addr: ReplyAddress) -> None:
+        """Before answering a press (its callback query is answered already, in the webhook's
+        answer), the message that carried the buttons loses them: an empty inline keyboard.
+        Best effort: a failure (or "message is not modified", on a retry) costs nothing."""
+        if CALLBACK_QUERY_ID not in addr.extra or not (addr.reply_to_message_id or "").isdigit():
+            return
+        payload = {
+            "chat_id": addr.conversation_id,
+            "message_id": int(addr.reply_to_message_id or 0),
+            "reply_markup": {"inline_keyboard": []},
+        }
+        await post(
+            http,
+            self.api_url("editMessageReplyMarkup"),
+            body=json.dumps(payload).encode(),
+            headers={"content-type": "application/json"},
+            timeout_s=PROGRESS_TIMEOUT_S,
+        )
+
     async def push(self, http: aiohttp.ClientSession, push: PushRequest) -> ChannelAck:
         addr = push.address
+        if push.skip_parts == 0:
+            await self._clear_buttons(http, addr)
         parts = split_text(push.text, MAX_TEXT, utf16_len)
         keyboard = approval_keyboard(push.text) if push.phase == "approval" else None
 
@@ -341,6 +363,7 @@ class TelegramChannel(BaseChannel):
         address: ReplyAddress,
         text_so_far: str | None,
         state: ProgressState,
+        live: LiveReply,
     ) -> bool:
         """Typing while the agent works; in private chats a draft of the part being written
         (the same ``draft_id`` for the whole reply). The draft is an ephemeral preview: the
