@@ -261,6 +261,7 @@ class FakeSlack(_Fake):
         self.progress_status: int | None = None  # set: every status call fails with it
         self.messages: list[dict[str, Any]] = []  # every message posted, as Slack keeps it
         self.stream_error: str | None = None  # set: every stream call answers this error
+        self.append_error: str | None = None  # set: appends answer it (the start works)
         self._ts = itertools.count(1)
 
     @property
@@ -416,8 +417,8 @@ class FakeSlack(_Fake):
             return self._error("message_not_found")
         if message.get("stream") != "open":
             return self._error("message_not_in_streaming_state")
-        if self.stream_error:
-            return self._error(self.stream_error)
+        if self.stream_error or self.append_error:
+            return self._error(self.stream_error or self.append_error or "")
         if len(str(payload.get("markdown_text", ""))) > 12_000:
             return self._error("msg_too_long")
         message["text"] += str(payload.get("markdown_text", ""))

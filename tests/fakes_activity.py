@@ -105,6 +105,7 @@ class FakeBotFramework(_Fake):
         self.messages: list[dict[str, Any]] = []  # every message activity kept, with its id
         self.streams: dict[str, Stream] = {}  # streamId -> what Teams shows of that stream
         self.streaming_refused = False  # set: stream frames get 403 ContentStreamNotAllowed
+        self.final_refused = False  # set: only a stream's final message gets that 403
 
     @property
     def base_url(self) -> str:
@@ -286,7 +287,7 @@ class FakeBotFramework(_Fake):
         current = self.streams.get(str(info.get("streamId")))
         if info.get("streamType") != "final" or current is None or current.final is not None:
             return self._connector_error(400, "ContentStreamNotAllowed", "Unknown or ended stream")
-        if self.streaming_refused:
+        if self.streaming_refused or self.final_refused:
             return self._connector_error(
                 403, "ContentStreamNotAllowed", "Content stream is not allowed"
             )

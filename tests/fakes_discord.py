@@ -60,6 +60,7 @@ class FakeDiscord(_Fake):
         self.messages: list[dict[str, Any]] = []  # every message created, as Discord keeps it
         # token -> its interaction's original message; None while it is a deferred "thinking"
         self.originals: dict[str, dict[str, Any] | None] = {}
+        self.edit_limited = False  # set: every @original edit is rate limited
 
     @property
     def base_url(self) -> str:
@@ -207,6 +208,8 @@ class FakeDiscord(_Fake):
         where = self._tokens.get(token)
         if request.match_info["app"] != APPLICATION_ID or where is None:
             return self.error(401, "Invalid Webhook Token", 50027)
+        if self.edit_limited:
+            return self.rate_limited(2.5)
         bad = self._content_error(payload)
         if bad is not None:
             return bad
