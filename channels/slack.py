@@ -431,17 +431,18 @@ class SlackChannel(BaseChannel):
     ) -> bool:
         """A status line under the thread while the agent works, then (``stream_replies``) the
         reply streamed into a message of its own, which the push completes. Slack clears the
-        status when the reply is posted; only a run that ends without one clears it here, and
-        removes a stream it started."""
+        status when the reply is posted; after a stream, or when the run ends without a reply,
+        it is cleared here (and a stream without a reply removed)."""
         if not address.thread_id:
             return True  # a status needs a thread; top-level replies show none
         if state is ProgressState.DONE:
-            if text_so_far is not None:
-                return True  # the push ends the stream and posts or completes the reply
-            if live.message is not None:
+            if text_so_far is not None and live.message is None:
+                return True  # the push posts the reply, which ends the status
+            if text_so_far is None and live.message is not None:
                 return await self._drop_stream(http, address.conversation_id, live.message)
         elif text_so_far and self.streams_text(address):
             return await self._stream(http, address, text_so_far, live)
+        # Done: cleared (a stream the push completes may not end the status by itself).
         status = "" if state is ProgressState.DONE else "is thinking…"
         payload = {
             "channel_id": address.conversation_id,

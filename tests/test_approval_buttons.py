@@ -416,6 +416,34 @@ async def test_slack_other_interactions_are_acknowledged_and_start_nothing(
     assert slack.delivered == []
 
 
+async def test_a_failed_button_removal_never_loses_the_press(
+    stack: Stack, telegram: FakeTelegram, slack: FakeSlack
+) -> None:
+    """The prompt is gone by the time the press is answered (deleted by someone, say): the
+    removal is refused, and the press's answer still arrives, once."""
+    user = ident()
+    await push_approval(stack, ReplyAddress(channel="telegram", user_id=str(user),
+                                            conversation_id=str(user)))  # fmt: skip
+    [asking] = telegram.messages
+    telegram.messages.clear()
+    press = telegram.press(asking, f"approve:{CODE}", user=user, update_id=ident())
+    assert (await post_telegram(stack, press)).status == 200
+    replies = await wait_delivered(telegram, 2)
+    assert replies[1].text == INVALID
+    assert [m for m, _ in telegram.calls].count("editMessageReplyMarkup") == 1
+
+    presser, channel = f"U{ident()}", f"D{ident()}"
+    address = ReplyAddress(channel="slack", user_id=presser, conversation_id=channel)
+    await push_approval(stack, address)
+    [message] = slack.messages
+    slack.messages.clear()
+    body = slack.press(message, "deny", presser)
+    assert (await stack.http.post("/channels/slack", data=body, headers=form_signed(body))).ok
+    replies = await wait_delivered(slack, 2)
+    assert replies[1] == Delivered(channel, None, INVALID)
+    assert [m for m, _ in slack.calls].count("chat.update") == 1
+
+
 # -- Discord -------------------------------------------------------------------------------
 
 
