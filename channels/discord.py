@@ -384,7 +384,7 @@ class DiscordChannel(BaseChannel):
             async with http.request(
                 method,
                 url,
-                data=json.dumps(payload).encode(),
+                data=None if payload is None else json.dumps(payload).encode(),
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=timeout_s),
             ) as resp:
@@ -515,21 +515,27 @@ class DiscordChannel(BaseChannel):
         live: LiveReply,
     ) -> bool:
         """The text so far (its first message's worth) in place of "thinking...". Working and
-        done need nothing: the deferral shows the first, the push completes the second."""
-        if state is not ProgressState.STREAMING or not text_so_far:
-            return True
+        done need nothing: the deferral shows the first, the push completes the second; only
+        an agent that failed after showing text removes it (no reply will complete it)."""
         if not self.streams_text(address):
+            return True
+        app, token = self.settings.application_id, address.extra["interaction_token"]
+        original = self._url(f"webhooks/{app}/{token}/messages/@original")
+        headers = {"content-type": "application/json"}
+        if state is ProgressState.DONE and text_so_far is None and live.message is not None:
+            gone = await self._request(http, "DELETE", original, None, headers, PROGRESS_TIMEOUT_S)
+            return not isinstance(gone, ChannelAck) and 200 <= gone.status < 300
+        if state is not ProgressState.STREAMING or not text_so_far:
             return True
         content = split_text(text_so_far, MAX_TEXT, utf16_len)[0]
         if content == live.shown:
             return True
-        app, token = self.settings.application_id, address.extra["interaction_token"]
         result = await self._request(
             http,
             "PATCH",
-            self._url(f"webhooks/{app}/{token}/messages/@original"),
+            original,
             {"content": content, "allowed_mentions": {"parse": []}},
-            {"content-type": "application/json"},
+            headers,
             PROGRESS_TIMEOUT_S,
         )
         if isinstance(result, ChannelAck) or not 200 <= result.status < 300:

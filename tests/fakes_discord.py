@@ -61,6 +61,7 @@ class FakeDiscord(_Fake):
         # token -> its interaction's original message; None while it is a deferred "thinking"
         self.originals: dict[str, dict[str, Any] | None] = {}
         self.edit_limited = False  # set: every @original edit is rate limited
+        self.deleted: set[str] = set()  # tokens whose original was deleted
 
     @property
     def base_url(self) -> str:
@@ -213,6 +214,8 @@ class FakeDiscord(_Fake):
         bad = self._content_error(payload)
         if bad is not None:
             return bad
+        if token in self.deleted:
+            return self.error(404, "Unknown Message", 10008)
         original = self.originals.get(token)
         if original is None:
             original = self._message(where.thread_id or where.conversation_id, payload, token)
@@ -252,6 +255,17 @@ class FakeDiscord(_Fake):
         if "components" in payload and FakeDiscord._components_error(payload["components"]):
             return FakeDiscord.error(400, "Invalid Form Body", 50035)
         return None
+
+    async def delete_original(self, request: web.Request) -> web.Response:
+        """``DELETE .../messages/@original``: 204; the token's original is gone for good."""
+        self.calls.append(("delete_original", {}))
+        token = request.match_info["token"]
+        original = self.originals.get(token)
+        if token not in self._tokens or token in self.deleted or original is None:
+            return self.error(404, "Unknown Message", 10008)
+        self.messages.remove(original)
+        self.deleted.add(token)
+        return web.Response(status=204)
 
     async def followup(self, request: web.Request) -> web.Response:
         payload = await request.json()
@@ -376,11 +390,17 @@ class FakeDiscord(_Fake):
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/api/v10/webhooks/{app}/{token}", self.followup)
+        app.router.add_delete(
+            "/api/v10/webhooks/{app}/{token}/messages/@original", self.delete_original
+        )
         app.router.add_patch(
             "/api/v10/webhooks/{app}/{token}/messages/@original", self.edit_original
         )
         app.router.add_post("/api/v10/users/@me/channels", self.create_dm)
         app.router.add_post("/api/v10/channels/{channel}/messages", self.channel_message)
         app.router.add_put("/api/v10/applications/{app}/commands", self.overwrite_commands)
+        app.router.add_delete(
+            "/api/v10/webhooks/{app}/{token}/messages/@original", self.delete_original
+        )
         app.router.add_patch("/api/v10/applications/@me", self.edit_application)
         return app

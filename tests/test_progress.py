@@ -5,16 +5,19 @@ posting a second one."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from temporalio.exceptions import ApplicationError
 
+from activities.names import AGENT_REJECTED
 from channels.activity import message_key
 from channels.tck import Delivered, wait_delivered
-from hosting.models import DeliveryState, PushRequest, RunView
+from hosting.models import AgentRequest, DeliveryState, PushRequest, RunStatus, RunView, Turn
 from tests.conftest import Stack
 from tests.fakes import SLACK_TOKEN, FakeSlack, FakeTelegram, serve
 from tests.fakes_activity import FakeBotFramework
@@ -435,3 +438,44 @@ async def test_rate_limited_discord_edits_never_touch_the_reply(
     [message] = discord.shown(token)  # the first followup took the deferral's place
     assert message["content"] == FINAL
     assert [d.text for d in discord.delivered] == [FINAL]
+
+
+async def fails_midway(request: AgentRequest, transcript: list[Turn]) -> AsyncIterator[str]:
+    """An agent that writes a few words, then fails for good: the run ends without a reply."""
+    for word in ("half", " an", " answer", " and"):
+        yield word
+        await asyncio.sleep(0.3)
+    raise ApplicationError("gave up", type=AGENT_REJECTED, non_retryable=True)
+
+
+FAILING = {"kind": "python", "callable": "tests.test_progress:fails_midway"}
+
+
+async def failed(stack: Stack, run_id: str) -> None:
+    handle = stack.client.get_workflow_handle(run_id)
+
+    async def done() -> bool:
+        return (await handle.query("view", result_type=RunView)).status is RunStatus.FAILED
+
+    await eventually(done, timeout=30)
+
+
+@pytest.mark.parametrize("settings_overrides", [FAILING], indirect=True)
+async def test_a_stream_without_a_reply_is_removed(
+    stack: Stack, slack: FakeSlack, discord: FakeDiscord
+) -> None:
+    thread = f"{fresh_key()}.000100"
+    _, slack_run = await slack_say(stack, thread)
+    token, discord_run = await discord_ask(stack, discord)
+    await failed(stack, slack_run)
+    await failed(stack, discord_run)
+
+    async def removed() -> bool:
+        return not thread_messages(slack, thread) and token in discord.deleted
+
+    await eventually(removed, timeout=10)
+    calls = methods(slack)
+    assert "chat.startStream" in calls and calls[-2:] == ["chat.stopStream", "chat.delete"]
+    assert "chat.postMessage" not in calls and slack.delivered == []
+    assert "edit_original" in [name for name, _ in discord.calls]  # it did show the words
+    assert discord.shown(token) == [] and discord.delivered == []
