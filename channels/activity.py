@@ -529,7 +529,8 @@ class ActivityChannel(BaseChannel):
             payload = self._payload(addr, conversation, part)
             if card is not None and index == len(parts) - 1:
                 # The card shows the prompt with its buttons; a text beside it would repeat it.
-                del payload["text"], payload["textFormat"]
+                payload.pop("text")
+                payload.pop("textFormat", None)  # set for Teams only
                 payload["attachments"] = [attachment(card)]
             if push.live_message and index == 0:
                 # The reply was streamed: the final message ends that stream, with all the text.
