@@ -9,6 +9,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -479,3 +480,83 @@ async def test_a_stream_without_a_reply_is_removed(
     assert "chat.postMessage" not in calls and slack.delivered == []
     assert "edit_original" in [name for name, _ in discord.calls]  # it did show the words
     assert discord.shown(token) == [] and discord.delivered == []
+
+
+def long_reply() -> str:
+    """Two parts on every platform that streams (each under its own limit, together over)."""
+    return "\n".join(f"line {i} " + "x" * 60 for i in range(120))  # about 8,000 characters
+
+
+async def push_live(stack: Stack, address: Any, live: str) -> Any:
+    """The run's push of a long reply whose first words were streamed into ``live``."""
+    import aiohttp
+
+    from hosting.models import DeliveryPolicy
+
+    push = PushRequest(
+        idempotency_key=f"k-{uuid.uuid4().hex}", run_id="run/default/x/y", phase="response",
+        address=address, text=long_reply(), created_at=datetime.now(UTC), max_age_s=60,
+        policy=DeliveryPolicy(timeout_s=5.0), live_message=live,
+    )  # fmt: skip
+    async with aiohttp.ClientSession() as http:
+        return await stack.registry.get(address.channel).push(http, push)
+
+
+async def test_a_long_streamed_reply_completes_the_stream_then_posts_the_rest(
+    stack: Stack, slack: FakeSlack, bot: FakeBotFramework, discord: FakeDiscord
+) -> None:
+    import aiohttp
+
+    from channels.base import LiveReply, ProgressState
+    from hosting.models import ReplyAddress
+
+    async with aiohttp.ClientSession() as http:
+        # Slack: a stream in a thread, its first words shown.
+        thread, channel = f"{fresh_key()}.000100", f"C{fresh_key()}"
+        address = ReplyAddress(channel="slack", user_id="U1", conversation_id=channel,
+                               thread_id=thread, extra={"team_id": "T0001"})  # fmt: skip
+        live = LiveReply()
+        slack_channel = stack.registry.get("slack")
+        shown = long_reply()[:30]
+        assert await slack_channel.progress(http, address, shown, ProgressState.STREAMING, live)
+        ack = await push_live(stack, address, str(live.message))
+        parts = thread_messages(slack, thread)
+        assert ack.ok and ack.parts_delivered == len(parts) == 3  # 4,000 characters a part
+        assert parts[0]["ts"] == live.message
+        assert "\n".join(m["text"] for m in parts) == long_reply()
+        assert [m for m in methods(slack) if m.startswith("chat.")] == [
+            "chat.startStream", "chat.stopStream", "chat.update", "chat.postMessage",
+            "chat.postMessage",
+        ]  # fmt: skip
+
+        # Teams: the final message carries the first part, the second is a plain message.
+        conv = f"a:conv-{fresh_key()}"
+        extra = {"service_url": bot.base_url, "channel_id": "msteams", "conversation": conv,
+                 "conversation_type": "personal"}  # fmt: skip
+        address = ReplyAddress(
+            channel="activity", user_id="29:u", conversation_id=conv, extra=extra
+        )
+        live = LiveReply()
+        teams = stack.registry.get("activity")
+        assert await teams.progress(http, address, shown, ProgressState.STREAMING, live)
+        ack = await push_live(stack, address, str(live.message))
+        assert ack.ok and ack.parts_delivered == 2
+        final, rest = [p for _, _, p in bot.connector_calls if p["type"] == "message"]
+        assert final["entities"][0]["streamType"] == "final" and "entities" not in rest
+        assert final["text"] + "\n" + rest["text"] == long_reply()
+
+        # Discord: the original becomes the first part, the second is a followup.
+        dm = fresh_key()
+        token = discord.new_token(dm)
+        address = ReplyAddress(channel="discord", user_id="1", conversation_id=dm,
+                               extra={"interaction_token": token,
+                                      "received_at": f"{time.time():.3f}"})  # fmt: skip
+        live = LiveReply()
+        assert await stack.registry.get("discord").progress(
+            http, address, shown, ProgressState.STREAMING, live
+        )
+        ack = await push_live(stack, address, str(live.message))
+        shown_messages = discord.shown(token)
+        assert ack.ok and ack.parts_delivered == len(shown_messages) == 5  # 2,000 a part
+        assert shown_messages[0]["id"] == live.message
+        assert "\n".join(m["content"] for m in shown_messages) == long_reply()
