@@ -185,13 +185,17 @@ class AgentActivities:
 
     def _live_progress(self, request: AgentRequest) -> LiveProgress | None:
         address = request.progress_to
-        if address is None or self._http is None or not self._progress_every_s:
+        if address is None or self._http is None:
             return None
         channel = self._channels.get(address.channel) if self._channels is not None else None
         if not isinstance(channel, ShowsProgress):
             return None
+        every_s = channel.progress_every_s  # the platform's own, else the deployment's
+        every_s = self._progress_every_s if every_s is None else every_s
+        if not every_s:
+            return None
         return LiveProgress(
-            channel, self._http, address, self._progress_every_s, self._clock, self._progress_tasks
+            channel, self._http, address, every_s, self._clock, self._progress_tasks
         )
 
     @activity.defn(name="invoke_agent")

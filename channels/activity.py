@@ -49,6 +49,7 @@ from channels.activity_cards import (
 )
 from channels.activity_package import ACCENT, app_zip
 from channels.base import (
+    PROGRESS_EVERY_HELP,
     PROGRESS_TIMEOUT_S,
     Accepted,
     Answered,
@@ -61,6 +62,7 @@ from channels.base import (
     LiveReply,
     ProgressState,
     Refused,
+    progress_interval_s,
 )
 from channels.chunking import send_parts, split_text
 from channels.http_push import HttpResult, classify_status, parse_retry_after
@@ -183,6 +185,9 @@ class ActivityChannelSettings(ChannelSettings):
     privacy_url: str | None = None
     terms_url: str | None = None
     app_version: str = Field(default="1.0.0", pattern=r"^\d+\.\d+\.\d+$")
+    progress_every_ms: int | None = Field(
+        default=None, ge=0, le=60_000, description=PROGRESS_EVERY_HELP
+    )
     stream_replies: bool = Field(
         default=True, description="stream replies in personal chats while the agent writes"
     )
@@ -242,6 +247,7 @@ class ActivityChannel(BaseChannel):
         )
         self._keys = KeySet(settings.openid_metadata_url, clock)
         self._token = OutboundToken(settings, clock)
+        self.progress_every_s = progress_interval_s(settings.progress_every_ms)
 
     # -- inbound ---------------------------------------------------------------------------
 

@@ -287,6 +287,15 @@ class ProgressState(StrEnum):
 
 
 PROGRESS_TIMEOUT_S = 5.0  # a progress call that takes longer is worth nothing
+PROGRESS_EVERY_HELP = (
+    "this platform's interval between live-reply frames; default [agent] progress_every_ms, "
+    "0 turns them off here"
+)
+
+
+def progress_interval_s(progress_every_ms: int | None) -> float | None:
+    """A platform section's ``progress_every_ms`` as seconds (None: the agent's default)."""
+    return None if progress_every_ms is None else progress_every_ms / 1000
 
 
 @dataclass
@@ -313,6 +322,9 @@ class ShowsProgress(Protocol):
     progress_renew_s: float
     """How often a working indicator is sent again while nothing new is shown (platforms hide
     it after a while)."""
+    progress_every_s: float | None
+    """This platform's interval between frames per conversation (its section's
+    ``progress_every_ms``); None: the deployment's ``[agent] progress_every_ms``."""
 
     def streams_text(self, address: ReplyAddress) -> bool:
         """Whether progress shows the text so far at this address; if not, only the working

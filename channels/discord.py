@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import Field, SecretStr, field_validator
 
 from channels.base import (
+    PROGRESS_EVERY_HELP,
     PROGRESS_TIMEOUT_S,
     Accepted,
     Answered,
@@ -53,6 +54,7 @@ from channels.base import (
     ProgressState,
     Refused,
     json_answer,
+    progress_interval_s,
 )
 from channels.chunking import split_text, utf16_len
 from channels.http_push import HttpResult, classify_status, parse_retry_after
@@ -215,6 +217,9 @@ class DiscordChannelSettings(ChannelSettings):
     application_id: str = ""
     bot_token: SecretStr = SecretStr("")
     api_base_url: str = "https://discord.com/api/v10"
+    progress_every_ms: int | None = Field(
+        default=None, ge=0, le=60_000, description=PROGRESS_EVERY_HELP
+    )
     stream_replies: bool = Field(
         default=True, description="show the text so far in place of 'thinking...' (@original)"
     )
@@ -252,6 +257,7 @@ class DiscordChannel(BaseChannel):
             raise ConfigError("channels.discord.application_id: missing")
         require_secret(settings.bot_token, "channels.discord.bot_token", "the Bot page's token")
         self._key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(settings.public_key))
+        self.progress_every_s = progress_interval_s(settings.progress_every_ms)
 
     # -- inbound ---------------------------------------------------------------------------
 

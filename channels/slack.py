@@ -28,6 +28,7 @@ import aiohttp
 from pydantic import Field, SecretStr
 
 from channels.base import (
+    PROGRESS_EVERY_HELP,
     PROGRESS_TIMEOUT_S,
     Accepted,
     Answered,
@@ -41,6 +42,7 @@ from channels.base import (
     ProgressState,
     Refused,
     json_answer,
+    progress_interval_s,
 )
 from channels.chunking import send_parts, split_text
 from channels.http_push import HttpResult, classify_status, parse_retry_after, post
@@ -183,6 +185,9 @@ class SlackChannelSettings(ChannelSettings):
     signing_secret: SecretStr = SecretStr("")
     bot_token: SecretStr = SecretStr("")
     api_base_url: str = "https://slack.com/api"
+    progress_every_ms: int | None = Field(
+        default=None, ge=0, le=60_000, description=PROGRESS_EVERY_HELP
+    )
     stream_replies: bool = Field(
         default=True,
         description="in threads, stream the reply with chat.startStream while the agent writes",
@@ -200,6 +205,7 @@ class SlackChannel(BaseChannel):
             settings.signing_secret, "channels.slack.signing_secret"
         ).encode()
         require_secret(settings.bot_token, "channels.slack.bot_token", "xoxb-...")
+        self.progress_every_s = progress_interval_s(settings.progress_every_ms)
 
     def _verified(self, http: InboundHttp) -> bool:
         stamp = http.headers.get("X-Slack-Request-Timestamp", "")

@@ -23,6 +23,7 @@ import aiohttp
 from pydantic import Field, SecretStr
 
 from channels.base import (
+    PROGRESS_EVERY_HELP,
     PROGRESS_TIMEOUT_S,
     Accepted,
     Answered,
@@ -35,6 +36,7 @@ from channels.base import (
     LiveReply,
     ProgressState,
     Refused,
+    progress_interval_s,
 )
 from channels.chunking import send_parts, split_text, utf16_len
 from channels.http_push import HttpResult, classify_status, post
@@ -139,6 +141,9 @@ class TelegramChannelSettings(ChannelSettings):
     secret_token: SecretStr = SecretStr("")
     bot_username: str = ""
     api_base_url: str = "https://api.telegram.org"
+    progress_every_ms: int | None = Field(
+        default=None, ge=0, le=60_000, description=PROGRESS_EVERY_HELP
+    )
 
 
 def _is_private(address: ReplyAddress) -> bool:
@@ -164,6 +169,7 @@ class TelegramChannel(BaseChannel):
             settings.secret_token, "channels.telegram.secret_token", "the setWebhook secret"
         ).encode()
         self._bot = settings.bot_username.lstrip("@").lower()
+        self.progress_every_s = progress_interval_s(settings.progress_every_ms)
 
     def api_url(self, method: str) -> str:
         base = self.settings.api_base_url.rstrip("/")

@@ -201,6 +201,23 @@ async def test_progress_can_be_switched_off(stack: Stack, telegram: FakeTelegram
     assert methods(telegram) == ["sendMessage"]
 
 
+@pytest.mark.parametrize(
+    "settings_overrides", [{"progress_every_ms": 0, "slack": {"progress_every_ms": 250}}],
+    indirect=True,
+)  # fmt: skip
+async def test_each_platform_can_have_its_own_interval(
+    stack: Stack, telegram: FakeTelegram, slack: FakeSlack
+) -> None:
+    """Off for the deployment, on for Slack: only Slack shows the reply being written."""
+    key, user = fresh_key(), fresh_key()
+    assert await post_update(stack, update(key, user, user, TEXT)) == 200
+    await delivered_once(stack, f"run/default/telegram/{key}")
+    assert methods(telegram) == ["sendMessage"]
+    _, run_id = await slack_say(stack, f"{fresh_key()}.000100")
+    await delivered_once(stack, run_id)
+    assert "chat.startStream" in methods(slack) and "chat.postMessage" not in methods(slack)
+
+
 async def slack_say(stack: Stack, thread_ts: str | None) -> tuple[str, str]:
     """A direct message from a new user (in a thread, or not); (its channel, its run id)."""
     key = fresh_key()
