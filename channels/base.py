@@ -347,5 +347,12 @@ class ShowsProgress(Protocol):
         ...
 
 
+def answers_request(push: PushRequest, message_key: str) -> bool:
+    """Whether ``push`` is the reply to the request with ``message_key`` (its run's id ends in
+    it). An address is kept beyond its request (the session's home, later proactive
+    messages), so what it says about that request (a press to tidy up) is for this reply only."""
+    return push.run_id.rsplit("/", 1)[-1] == message_key
+
+
 def json_answer(status: int, body: object) -> HttpAnswer:
     return HttpAnswer(status=status, body=json.dumps(body).encode())

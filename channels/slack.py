@@ -41,6 +41,7 @@ from channels.base import (
     LiveReply,
     ProgressState,
     Refused,
+    answers_request,
     json_answer,
     progress_interval_s,
 )
@@ -83,7 +84,7 @@ MAX_SECTION = 3000  # a section block's text
 FORM = "application/x-www-form-urlencoded"
 # ReplyAddress.extra keys: the workspace (streams in channels name their recipient's), and of a
 # button press the message that carried the buttons and its text (to show it without them).
-TEAM_ID, BUTTONS_TS, BUTTONS_TEXT = "team_id", "buttons_ts", "buttons_text"
+TEAM_ID, BUTTONS_TS, BUTTONS_TEXT, PRESS = "team_id", "buttons_ts", "buttons_text", "press"
 # chat.update refusals that mean "that message cannot take the reply": post it instead.
 GONE_ERRORS = {"message_not_found", "cant_update_message", "edit_window_closed", "invalid_ts"}
 
@@ -289,8 +290,10 @@ class SlackChannel(BaseChannel):
         user, channel = payload.user.id, payload.channel.id
         shown = payload.message
         thread = shown.thread_ts if shown else None
+        # A press has no message ts of its own: its action_ts, apart from message keys.
+        key = f"{channel}.{action.action_ts}.{action.action_id}"
         extra = (
-            {BUTTONS_TS: shown.ts, BUTTONS_TEXT: shown.text}
+            {BUTTONS_TS: shown.ts, BUTTONS_TEXT: shown.text, PRESS: key}
             if shown and shown.ts and SAFE_KEY.match(shown.ts) and shown.text
             else {}
         )
@@ -298,8 +301,7 @@ class SlackChannel(BaseChannel):
             ChannelRequest(
                 tenant=http.tenant,
                 channel=self.name,
-                # A press has no message ts of its own: its action_ts, apart from message keys.
-                message_key=f"{channel}.{action.action_ts}.{action.action_id}",
+                message_key=key,
                 user_id=user,
                 conversation_id=channel,
                 thread_id=thread,
@@ -373,7 +375,7 @@ class SlackChannel(BaseChannel):
             if not ack.ok:
                 return ack
             channel = str((body.get("channel") or {}).get("id", ""))
-        if push.skip_parts == 0:
+        if push.skip_parts == 0 and answers_request(push, addr.extra.get(PRESS, "")):
             await self._clear_buttons(http, channel, addr)
         parts = split_text(escape(push.text), MAX_TEXT)
 

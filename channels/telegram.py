@@ -36,6 +36,7 @@ from channels.base import (
     LiveReply,
     ProgressState,
     Refused,
+    answers_request,
     progress_interval_s,
 )
 from channels.chunking import send_parts, split_text, utf16_len
@@ -310,11 +311,17 @@ class TelegramChannel(BaseChannel):
             return ChannelAck(mode=FailureMode.REJECTED, detail="403")
         return classify_status(result.status)
 
-    async def _clear_buttons(self, http: aiohttp.ClientSession, addr: ReplyAddress) -> None:
+    async def _clear_buttons(self, http: aiohttp.ClientSession, push: PushRequest) -> None:
         """Before answering a press (its callback query is answered already, in the webhook's
         answer), the message that carried the buttons loses them: an empty inline keyboard.
         Best effort: a failure (or "message is not modified", on a retry) costs nothing."""
-        if CALLBACK_QUERY_ID not in addr.extra or not (addr.reply_to_message_id or "").isdigit():
+        addr = push.address
+        query_id = addr.extra.get(CALLBACK_QUERY_ID)
+        if (
+            query_id is None
+            or not answers_request(push, f"cb-{query_id}")
+            or not (addr.reply_to_message_id or "").isdigit()
+        ):
             return
         payload = {
             "chat_id": addr.conversation_id,
@@ -332,7 +339,7 @@ class TelegramChannel(BaseChannel):
     async def push(self, http: aiohttp.ClientSession, push: PushRequest) -> ChannelAck:
         addr = push.address
         if push.skip_parts == 0:
-            await self._clear_buttons(http, addr)
+            await self._clear_buttons(http, push)
         parts = split_text(push.text, MAX_TEXT, utf16_len)
         keyboard = approval_keyboard(push.text) if push.phase == "approval" else None
 

@@ -165,15 +165,17 @@ def prompt(code: str = CODE) -> str:
     return approval_prompt(call, code)
 
 
-async def push_approval(stack: Stack, address: ReplyAddress) -> None:
-    """The approval message exactly as a waiting run delivers it."""
+async def push_approval(
+    stack: Stack, address: ReplyAddress, text: str | None = None, phase: str = "approval"
+) -> None:
+    """The approval message exactly as a waiting run delivers it (or another message)."""
     channel: Channel = stack.registry.get(address.channel)
     push = PushRequest(
         idempotency_key=f"approval-{uuid.uuid4().hex}",
         run_id="run/default/x/y",
-        phase="approval",
+        phase=phase,  # type: ignore[arg-type]
         address=address,
-        text=prompt(),
+        text=prompt() if text is None else text,
         created_at=datetime.now(UTC),
         max_age_s=60,
         policy=DeliveryPolicy(timeout_s=5.0),
@@ -275,6 +277,9 @@ async def test_telegram_inline_keyboard_and_a_press_is_one_approve_run(
         "chat": {"id": user, "type": "private"}, "text": "after"}})  # fmt: skip
     replies = await wait_delivered(telegram, 3)
     assert [r.text for r in replies] == [prompt(), INVALID, "plain: after"]  # the press ran once
+    # The press's address outlives it (a session's home): later pushes leave the prompt be.
+    await push_approval(stack, request.reply_to, "later", phase="response")
+    assert [m for m, _ in telegram.calls].count("editMessageReplyMarkup") == 1
 
 
 async def test_telegram_deny_in_a_group_topic_and_foreign_buttons(
@@ -391,6 +396,8 @@ async def test_slack_block_kit_buttons_and_a_press_is_one_approve_run(
         "blocks": [section],
     }
     assert slack.messages[0]["blocks"] == [section]  # the buttons are gone, the prompt stays
+    await push_approval(stack, request.reply_to, "later", phase="response")
+    assert [m for m, _ in slack.calls].count("chat.update") == 1  # only the press's answer
     last = [p for m, p in slack.calls if m == "chat.postMessage"][-1]
     assert "blocks" not in last  # only approval prompts have buttons
 
