@@ -720,6 +720,36 @@ async def test_teams_other_card_actions_are_answered_and_start_nothing(
     assert bot.delivered == [Delivered(f"a:conv-{n}", None, prompt())]
 
 
+async def test_a_refused_teams_press_keeps_the_card_and_says_why(
+    stack: Stack, bot: FakeBotFramework
+) -> None:
+    """Policy, a busy session and a rate limit answer the invoke with a message to the
+    presser (HTTP 200, as Teams expects of an invoke), never with the buttonless card."""
+    from channels.base import Accepted, InboundHttp
+    from hosting.models import SubmitResult
+
+    n = uuid.uuid4().hex[:10]
+    await push_approval(stack, teams_address(bot, f"29:u-{n}", f"a:conv-{n}"))
+    body = bot.press(bot.messages[-1], "deny", user=f"29:p-{n}", activity_id=f"r:{n}")
+    channel = stack.registry.get("activity")
+    outcome = await channel.receive(
+        InboundHttp("POST", "/channels/activity", bearer(bot.inbound_token()), {}, body,
+                    time.time())
+    )  # fmt: skip
+    assert isinstance(outcome, Accepted) and outcome.request.text == f"/deny {CODE}"
+    busy = SubmitResult(run_id="run/x", accepted=False)
+    for answer in (
+        channel.refuse(outcome.request),
+        channel.too_many(outcome.request, 2.0),
+        channel.acknowledge(outcome.request, busy),
+    ):
+        assert answer.status == 200
+        reply = json.loads(answer.body)
+        assert reply["statusCode"] == 200
+        assert reply["type"] == "application/vnd.microsoft.activity.message"
+        assert isinstance(reply["value"], str) and reply["value"]
+
+
 async def test_teams_press_approves_the_waiting_tool(stack: Stack, bot: FakeBotFramework) -> None:
     n = uuid.uuid4().hex[:10]
     user, conversation = f"29:u-{n}", f"a:conv-{n}"
