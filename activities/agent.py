@@ -18,7 +18,7 @@ from temporalio.service import RPCError
 
 from activities.agent_backends import AgentBackend, OnDelta, ResumesAfterApproval, StepsWithTools
 from activities.names import AGENT_PROGRESS_SIGNAL, AGENT_REJECTED
-from channels.base import PROGRESS_TIMEOUT_S, ProgressState, ShowsProgress
+from channels.base import PROGRESS_TIMEOUT_S, LiveReply, ProgressState, ShowsProgress
 from hosting.logs import get_logger
 from hosting.models import (
     AgentProgress,
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 HEARTBEAT_EVERY_S = 1.0  # the SDK throttles the actual calls to the server
 FIRST_PAUSE_S = 2.0  # after a refused progress call; doubles per refusal, up to MAX_PAUSE_S
 MAX_PAUSE_S = 60.0
+SETTLE_S = 2.0  # how long a finished answer waits for a frame in flight (a stream being made)
 log = get_logger("switchboard.agent")
 
 
@@ -116,6 +117,7 @@ class LiveProgress:
         self._paused_until = -math.inf
         self._refusals = 0
         self._call: asyncio.Task[Any] | None = None
+        self._live = LiveReply()
 
     def add(self, delta: str) -> None:
         self._text += delta
@@ -135,12 +137,15 @@ class LiveProgress:
             state = ProgressState.STREAMING if text else ProgressState.WORKING
             self._call = self._spawn(self._frame(text, state))
 
-    def finish(self, final_text: str | None) -> None:
-        """The agent stopped (``None``: without an answer). A frame still in flight is dropped,
-        so no stale draft lands after the reply."""
-        if self._call is not None:
+    async def finish(self, final_text: str | None) -> str | None:
+        """The agent stopped (``None``: without an answer). A frame still in flight gets a
+        moment to land (it may be creating the live message), then is dropped, so no stale
+        draft lands after the reply. Returns the live message the reply's push completes."""
+        if self._call is not None and not self._call.done():
+            await asyncio.wait({self._call}, timeout=SETTLE_S)
             self._call.cancel()
         self._spawn(self._show(final_text, ProgressState.DONE))
+        return self._live.message
 
     async def _frame(self, text: str | None, state: ProgressState) -> None:
         if await self._show(text, state):
@@ -153,7 +158,7 @@ class LiveProgress:
 
     async def _show(self, text: str | None, state: ProgressState) -> bool:
         try:
-            call = self._channel.progress(self._http, self._address, text, state)
+            call = self._channel.progress(self._http, self._address, text, state, self._live)
             return await asyncio.wait_for(call, PROGRESS_TIMEOUT_S + 1)
         except Exception as exc:  # the contract says never; a broken adapter costs a frame only
             log.warning(
@@ -188,13 +193,17 @@ class AgentActivities:
 
     def _live_progress(self, request: AgentRequest) -> LiveProgress | None:
         address = request.progress_to
-        if address is None or self._http is None or not self._progress_every_s:
+        if address is None or self._http is None:
             return None
         channel = self._channels.get(address.channel) if self._channels is not None else None
         if not isinstance(channel, ShowsProgress):
             return None
+        every_s = channel.progress_every_s  # the platform's own, else the deployment's
+        every_s = self._progress_every_s if every_s is None else every_s
+        if not every_s:
+            return None
         return LiveProgress(
-            channel, self._http, address, self._progress_every_s, self._clock, self._progress_tasks
+            channel, self._http, address, every_s, self._clock, self._progress_tasks
         )
 
     @activity.defn(name="invoke_agent")
@@ -248,8 +257,10 @@ class AgentActivities:
                 if done:
                     reply = task.result()
                     if live is not None:  # paused for an approval: no answer yet
-                        live.finish(None if reply.approval_requests else reply.text)
-                        live = None
+                        paused = bool(reply.approval_requests)
+                        shown, live = await live.finish(None if paused else reply.text), None
+                        if shown is not None and not paused:
+                            reply = reply.model_copy(update={"live_message": shown})
                     if progress is not None:
                         await progress.flush()
                     return reply
@@ -260,7 +271,7 @@ class AgentActivities:
             if not task.done():
                 task.cancel()
             if live is not None:
-                live.finish(None)
+                await live.finish(None)
 
     @activity.defn(name="model_step")
     async def model_step(self, step: AgentStep) -> AgentReply:

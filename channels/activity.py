@@ -36,8 +36,20 @@ from channels.activity_auth import (
     post_encoded,
     service_url_allowed,
 )
+from channels.activity_cards import (
+    CARD_ACTION,
+    CODE,
+    MAX_PROMPT,
+    VERBS,
+    answered_card,
+    approval_card,
+    attachment,
+    invoke_card,
+    invoke_message,
+)
 from channels.activity_package import ACCENT, app_zip
 from channels.base import (
+    PROGRESS_EVERY_HELP,
     PROGRESS_TIMEOUT_S,
     Accepted,
     Answered,
@@ -47,14 +59,16 @@ from channels.base import (
     HttpAnswer,
     InboundHttp,
     InboundOutcome,
+    LiveReply,
     ProgressState,
     Refused,
+    progress_interval_s,
 )
 from channels.chunking import send_parts, split_text
 from channels.http_push import HttpResult, classify_status, parse_retry_after
 from channels.inbound_body import BodyError, PlatformBody, parse_body
 from hosting.ids import tuple_key
-from hosting.models import ChannelRequest, PushRequest, ReplyAddress
+from hosting.models import ChannelRequest, PushRequest, ReplyAddress, SubmitResult
 from hosting.settings import ChannelSettings, ConfigError, require_secret
 
 ISSUER = "https://api.botframework.com"
@@ -65,9 +79,13 @@ LEEWAY_S = 300  # clock skew the Bot Framework SDKs allow
 # every character takes four bytes in UTF-8.
 MAX_TEXT = 7000
 THREAD_MARKER = ";messageid="
+INFORMATIVE = "Working on it…"  # the informative frame before the first words
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 _SPACES = re.compile(r"[ \t]{2,}")  # what removing a mention from mid-sentence leaves
 IGNORED = Answered(HttpAnswer(status=200))  # installs, reactions, typing: nothing to run
+# ReplyAddress.extra keys: how a request came (a card press), the pressed card's prompt, and
+# the conversation's type (streaming exists in personal chats only).
+VIA, CARD_PROMPT, CONVERSATION_TYPE = "via", "card_prompt", "conversation_type"
 
 
 # -- wire models --------------------------------------------------------------------------
@@ -100,9 +118,23 @@ class ChannelData(PlatformBody):
     tenant: TenantInfo | None = None
 
 
+class CardAction(PlatformBody):
+    """``value.action`` of an ``adaptiveCard/action`` invoke: the pressed Action.Execute."""
+
+    type: str = Field(max_length=64)
+    verb: str | None = Field(default=None, max_length=64)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class CardInvokeValue(PlatformBody):
+    action: CardAction
+
+
 class Activity(PlatformBody):
     type: str = Field(max_length=64)
     id: str | None = Field(default=None, max_length=256)
+    name: str | None = Field(default=None, max_length=128)  # an invoke's
+    value: Any = None
     serviceUrl: str | None = Field(default=None, max_length=512)
     channelId: str | None = Field(default=None, max_length=64)
     from_: Account | None = Field(default=None, alias="from")
@@ -153,6 +185,12 @@ class ActivityChannelSettings(ChannelSettings):
     privacy_url: str | None = None
     terms_url: str | None = None
     app_version: str = Field(default="1.0.0", pattern=r"^\d+\.\d+\.\d+$")
+    progress_every_ms: int | None = Field(
+        default=None, ge=0, le=60_000, description=PROGRESS_EVERY_HELP
+    )
+    stream_replies: bool = Field(
+        default=True, description="stream replies in personal chats while the agent writes"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -209,6 +247,7 @@ class ActivityChannel(BaseChannel):
         )
         self._keys = KeySet(settings.openid_metadata_url, clock)
         self._token = OutboundToken(settings, clock)
+        self.progress_every_s = progress_interval_s(settings.progress_every_ms)
 
     # -- inbound ---------------------------------------------------------------------------
 
@@ -261,8 +300,10 @@ class ActivityChannel(BaseChannel):
             return Refused(401, "token does not match the activity")
         if not service_url_allowed(activity.serviceUrl, self.settings.allowed_service_urls):
             return Refused(403, "serviceUrl is not allowed")
+        if activity.type == "invoke" and activity.name == CARD_ACTION:
+            return self._press(http, activity)
         if activity.type != "message":
-            return IGNORED  # conversationUpdate (installs), reactions, typing, invokes
+            return IGNORED  # conversationUpdate (installs), reactions, typing, other invokes
         return self._message(http, activity)
 
     def _addressed(self, activity: Activity, text: str) -> tuple[bool, str]:
@@ -282,21 +323,66 @@ class ActivityChannel(BaseChannel):
             sender is None
             or conversation is None
             or activity.id is None
-            or activity.serviceUrl is None
-            or activity.channelId is None
             or not activity.text
             or (activity.recipient is not None and sender.id == activity.recipient.id)
         ):
             return IGNORED  # attachments only, or nothing we can answer
-        if conversation.conversationType:
-            direct = conversation.conversationType == "personal"
-        else:
-            direct = not conversation.isGroup
+        direct = _is_direct(conversation)
         mentioned, text = self._addressed(activity, activity.text)
         if not direct and not mentioned and self.settings.accept_in_group != "all":
             return IGNORED
         if not text:
             return IGNORED  # a bare mention
+        request = self._request(http, activity, text, reply_to=activity.id)
+        return IGNORED if request is None else Accepted(request)
+
+    def _press(self, http: InboundHttp, activity: Activity) -> InboundOutcome:
+        """An Approve/Deny press (``Action.Execute``): the presser's ``/approve CODE`` (or
+        ``/deny CODE``), answered in the conversation of the card. The invoke's id is the
+        message key, so a redelivered invoke is one run; anyone may press, the approval decides
+        who counts (groups need no mention for it)."""
+        try:
+            action = CardInvokeValue.model_validate(activity.value).action
+        except ValueError:
+            return Refused(400, "adaptiveCard/action invoke has no readable value.action")
+        code, prompt = action.data.get("code"), action.data.get("prompt")
+        if (
+            action.type != "Action.Execute"
+            or action.verb not in VERBS
+            or not isinstance(code, str)
+            or not CODE.match(code)
+        ):
+            return Answered(invoke_message("This button is no longer in use."))
+        extra = {VIA: CARD_ACTION}
+        if isinstance(prompt, str) and prompt:
+            extra[CARD_PROMPT] = prompt[:MAX_PROMPT]
+        # Replies go under the card (its activity id), or into the conversation.
+        request = self._request(
+            http, activity, f"/{action.verb} {code}", reply_to=activity.replyToId, more=extra
+        )
+        if request is None:
+            return Refused(400, "invoke has no sender or conversation")
+        return Accepted(request)
+
+    def _request(
+        self,
+        http: InboundHttp,
+        activity: Activity,
+        text: str,
+        *,
+        reply_to: str | None,
+        more: dict[str, str] | None = None,
+    ) -> ChannelRequest | None:
+        """The message ``text`` from the activity's sender, in its conversation and thread."""
+        sender, conversation = activity.from_, activity.conversation
+        if (
+            sender is None
+            or conversation is None
+            or activity.id is None
+            or activity.serviceUrl is None
+            or activity.channelId is None
+        ):
+            return None
         base, marker, root = conversation.id.partition(THREAD_MARKER)
         thread = root if marker and root else activity.replyToId
         tenant = (
@@ -314,33 +400,54 @@ class ActivityChannel(BaseChannel):
             "channel_id": activity.channelId,
             "conversation": conversation.id,
         }
+        if conversation.conversationType:
+            extra[CONVERSATION_TYPE] = conversation.conversationType
         if activity.recipient is not None:
             extra["bot_id"] = activity.recipient.id
             if activity.recipient.name:
                 extra["bot_name"] = activity.recipient.name
         if tenant:
             extra["tenant_id"] = tenant
-        return Accepted(
-            ChannelRequest(
-                tenant=http.tenant,
+        extra |= more or {}
+        return ChannelRequest(
+            tenant=http.tenant,
+            channel=self.name,
+            message_key=message_key(activity.channelId, base, activity.id),
+            user_id=sender.id,
+            conversation_id=base,
+            thread_id=thread,
+            is_direct=_is_direct(conversation),
+            text=text,
+            claims=claims,
+            reply_to=ReplyAddress(
                 channel=self.name,
-                message_key=message_key(activity.channelId, base, activity.id),
                 user_id=sender.id,
                 conversation_id=base,
                 thread_id=thread,
-                is_direct=direct,
-                text=text,
-                claims=claims,
-                reply_to=ReplyAddress(
-                    channel=self.name,
-                    user_id=sender.id,
-                    conversation_id=base,
-                    thread_id=thread,
-                    reply_to_message_id=activity.id,
-                    extra=extra,
-                ),
-            )
+                reply_to_message_id=reply_to,
+                extra=extra,
+            ),
         )
+
+    def acknowledge(self, request: ChannelRequest, result: SubmitResult) -> HttpAnswer:
+        if request.reply_to.extra.get(VIA) != CARD_ACTION:
+            return super().acknowledge(request, result)
+        if not result.accepted:
+            return invoke_message("Busy with your previous message; try again in a moment.")
+        # The press is durable now: the card loses its buttons, for everyone in the chat.
+        prompt = request.reply_to.extra.get(CARD_PROMPT, "")
+        return invoke_card(answered_card(prompt, request.text))
+
+    def refuse(self, request: ChannelRequest) -> HttpAnswer:
+        if request.reply_to.extra.get(VIA) != CARD_ACTION:
+            return super().refuse(request)
+        return invoke_message("You are not allowed to use this bot.")
+
+    def too_many(self, request: ChannelRequest, retry_after_s: float) -> HttpAnswer:
+        if request.reply_to.extra.get(VIA) != CARD_ACTION:
+            return super().too_many(request, retry_after_s)
+        # An invoke is not redelivered: say so at once (the card keeps its buttons).
+        return invoke_message(f"Too many messages; try again in {max(1, round(retry_after_s))} s.")
 
     # -- push ------------------------------------------------------------------------------
 
@@ -393,40 +500,61 @@ class ActivityChannel(BaseChannel):
             url = yarl.URL(f"{url}/{quote(addr.reply_to_message_id, safe='')}", encoded=True)
         return url, conversation
 
+    async def _post(
+        self, http: aiohttp.ClientSession, url: yarl.URL, payload: dict[str, Any], timeout_s: float
+    ) -> HttpResult | ChannelAck:
+        """One activity to the connector with our bearer token (dropped when refused)."""
+        token = await self._token.bearer(http, timeout_s)
+        if isinstance(token, ChannelAck):
+            return token
+        result = await post_encoded(
+            http,
+            url,
+            body=json.dumps(payload).encode(),
+            headers={
+                "authorization": f"Bearer {token}",
+                "content-type": "application/json; charset=utf-8",
+            },
+            timeout_s=timeout_s,
+        )
+        refused = isinstance(result, HttpResult) and result.status in (401, 403)
+        if refused and isinstance(result, HttpResult) and not _stream_error(result):
+            self._token.drop()  # revoked or rotated secret: fetch a fresh one next time
+        return result
+
     async def push(self, http: aiohttp.ClientSession, push: PushRequest) -> ChannelAck:
         addr = push.address
         target = self._target(addr)
         if target is None:
             return ChannelAck(mode=FailureMode.REJECTED, detail="serviceUrl not allowed")
         url, conversation = target
+        parts = split_text(push.text, MAX_TEXT)
+        card = approval_card(push.text) if push.phase == "approval" else None
 
         async def send(index: int, part: str) -> ChannelAck:
-            token = await self._token.bearer(http, push.policy.timeout_s)
-            if isinstance(token, ChannelAck):
-                return token
-            result = await post_encoded(
-                http,
-                url,
-                body=json.dumps(self._payload(addr, conversation, part)).encode(),
-                headers={
-                    "authorization": f"Bearer {token}",
-                    "content-type": "application/json; charset=utf-8",
-                },
-                timeout_s=push.policy.timeout_s,
-            )
-            ack = result if isinstance(result, ChannelAck) else self._ack(result)
-            if ack.mode is FailureMode.UNAUTHORIZED:
-                self._token.drop()  # revoked or rotated secret: fetch a fresh one next time
-            return ack
+            payload = self._payload(addr, conversation, part)
+            if card is not None and index == len(parts) - 1:
+                # The card shows the prompt with its buttons; a text beside it would repeat it.
+                payload.pop("text")
+                payload.pop("textFormat", None)  # set for Teams only
+                payload["attachments"] = [attachment(card)]
+            if push.live_message and index == 0:
+                # The reply was streamed: the final message ends that stream, with all the text.
+                streamed = {**payload, "entities": [final_stream(push.live_message)]}
+                result = await self._post(http, url, streamed, push.policy.timeout_s)
+                if isinstance(result, ChannelAck) or not _stream_error(result):
+                    return result if isinstance(result, ChannelAck) else self._ack(result)
+                # The stream is gone (cancelled by the person, timed out): a plain message.
+            result = await self._post(http, url, payload, push.policy.timeout_s)
+            return result if isinstance(result, ChannelAck) else self._ack(result)
 
-        return await send_parts(split_text(push.text, MAX_TEXT), push.skip_parts, send)
+        return await send_parts(parts, push.skip_parts, send)
 
     # -- progress --------------------------------------------------------------------------
 
     def streams_text(self, address: ReplyAddress) -> bool:
-        # Teams streaming (typing frames, then a final message carrying the stream's id) would
-        # tie the durable push to a stream; a typing indicator needs nothing of the reply.
-        return False
+        # Teams streams replies in personal (1:1) chats only; elsewhere a typing indicator.
+        return self.settings.stream_replies and address.extra.get(CONVERSATION_TYPE) == "personal"
 
     async def progress(
         self,
@@ -434,32 +562,38 @@ class ActivityChannel(BaseChannel):
         address: ReplyAddress,
         text_so_far: str | None,
         state: ProgressState,
+        live: LiveReply,
     ) -> bool:
-        """A ``typing`` activity while the agent works; the reply ends it."""
+        """A ``typing`` activity while the agent works; in personal chats a stream: first an
+        informative frame, then the text so far, each with a ``streaminfo`` entity whose
+        ``streamId`` is the first frame's id. The final push ends the stream; no text here is
+        the reply."""
         if state is ProgressState.DONE:
             return True
         target = self._target(address)
         if target is None:
             return False
         url, conversation = target
-        token = await self._token.bearer(http, PROGRESS_TIMEOUT_S)
-        if isinstance(token, ChannelAck):
+        payload = self._payload(address, conversation, None, kind="typing")
+        if self.streams_text(address):
+            if text_so_far is not None and (
+                len(text_so_far) > MAX_TEXT or text_so_far == live.shown
+            ):
+                return True  # the final message carries what does not fit; nothing new
+            kind = "streaming" if text_so_far else "informative"
+            payload["text"] = text_so_far or INFORMATIVE
+            payload["entities"] = [stream_frame(kind, live.frames + 1, live.message)]
+        result = await self._post(http, url, payload, PROGRESS_TIMEOUT_S)
+        if isinstance(result, ChannelAck) or not 200 <= result.status < 300:
             return False
-        result = await post_encoded(
-            http,
-            url,
-            body=json.dumps(self._payload(address, conversation, None, kind="typing")).encode(),
-            headers={
-                "authorization": f"Bearer {token}",
-                "content-type": "application/json; charset=utf-8",
-            },
-            timeout_s=PROGRESS_TIMEOUT_S,
-        )
-        if isinstance(result, ChannelAck):
-            return False
-        if result.status in (401, 403):
-            self._token.drop()
-        return 200 <= result.status < 300
+        if "entities" in payload:
+            live.frames += 1
+            live.shown = text_so_far or ""
+            if live.message is None:
+                body: Any = result.json()
+                sent = body.get("id") if isinstance(body, dict) else None
+                live.message = str(sent) if sent else None
+        return True
 
     # -- app package -----------------------------------------------------------------------
 
@@ -521,6 +655,33 @@ class ActivityChannel(BaseChannel):
         if not warnings and not (isinstance(metadata, dict) and metadata.get("jwks_uri")):
             warnings.append("OpenID metadata has no jwks_uri: inbound activities would get 503")
         return True, f"token issued by {urlsplit(self.settings.token_url).netloc}", warnings
+
+
+def stream_frame(kind: str, sequence: int, stream_id: str | None) -> dict[str, Any]:
+    """The ``streaminfo`` entity of one typing frame (the first has no stream id yet)."""
+    entity: dict[str, Any] = {"type": "streaminfo", "streamType": kind, "streamSequence": sequence}
+    if stream_id:
+        entity["streamId"] = stream_id
+    return entity
+
+
+def final_stream(stream_id: str) -> dict[str, Any]:
+    return {"type": "streaminfo", "streamId": stream_id, "streamType": "final"}
+
+
+def _stream_error(result: HttpResult) -> bool:
+    """The connector refused a stream frame, not us (``ContentStreamNotAllowed``, a stream
+    the person stopped, one that ran out of time): the plain message still goes."""
+    body: Any = result.json()
+    error = body.get("error") if isinstance(body, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    return 400 <= result.status < 500 and isinstance(code, str) and code.startswith("ContentStream")
+
+
+def _is_direct(conversation: Conversation) -> bool:
+    if conversation.conversationType:
+        return conversation.conversationType == "personal"
+    return not conversation.isGroup
 
 
 def _is_guid(value: str) -> bool:

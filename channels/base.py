@@ -287,6 +287,29 @@ class ProgressState(StrEnum):
 
 
 PROGRESS_TIMEOUT_S = 5.0  # a progress call that takes longer is worth nothing
+PROGRESS_EVERY_HELP = (
+    "this platform's interval between live-reply frames; default [agent] progress_every_ms, "
+    "0 turns them off here"
+)
+
+
+def progress_interval_s(progress_every_ms: int | None) -> float | None:
+    """A platform section's ``progress_every_ms`` as seconds (None: the agent's default)."""
+    return None if progress_every_ms is None else progress_every_ms / 1000
+
+
+@dataclass
+class LiveReply:
+    """One reply shown live on the platform, kept by the worker across its progress frames:
+    the platform's id of the message that shows the reply as it grows (a Slack stream's ts, a
+    Teams stream id, a Discord interaction's original message), once there is one; how many
+    frames the platform took; the text it shows. The agent activity returns ``message`` with
+    its answer, so the final push (on any worker) completes that message instead of posting
+    the reply a second time."""
+
+    message: str | None = None
+    frames: int = 0
+    shown: str = ""
 
 
 @runtime_checkable
@@ -299,6 +322,9 @@ class ShowsProgress(Protocol):
     progress_renew_s: float
     """How often a working indicator is sent again while nothing new is shown (platforms hide
     it after a while)."""
+    progress_every_s: float | None
+    """This platform's interval between frames per conversation (its section's
+    ``progress_every_ms``); None: the deployment's ``[agent] progress_every_ms``."""
 
     def streams_text(self, address: ReplyAddress) -> bool:
         """Whether progress shows the text so far at this address; if not, only the working
@@ -311,11 +337,21 @@ class ShowsProgress(Protocol):
         address: ReplyAddress,
         text_so_far: str | None,
         state: ProgressState,
+        live: LiveReply,
     ) -> bool:
         """Show one frame of progress within ``PROGRESS_TIMEOUT_S``; ``DONE`` carries the final
-        text, or None when the agent failed. Returns whether the platform took it (the caller
-        backs off if not). Must not raise, and never logs the text."""
+        text, or None when the agent failed. ``live`` is this reply's state, which the adapter
+        updates (it is the same object for every frame of one reply). Returns whether the
+        platform took it (the caller backs off if not). Must not raise, and never logs the
+        text."""
         ...
+
+
+def answers_request(push: PushRequest, message_key: str) -> bool:
+    """Whether ``push`` is the reply to the request with ``message_key`` (its run's id ends in
+    it). An address is kept beyond its request (the session's home, later proactive
+    messages), so what it says about that request (a press to tidy up) is for this reply only."""
+    return push.run_id.rsplit("/", 1)[-1] == message_key
 
 
 def json_answer(status: int, body: object) -> HttpAnswer:

@@ -18,12 +18,13 @@ go to the user's DM through the bot token instead.
 An approval prompt (``phase == "approval"``) carries message components: one action row with
 Approve and Deny buttons, ``custom_id`` ``approve:CODE`` / ``deny:CODE``. A press is a
 component interaction (type 3, signed like every interaction) and becomes the presser's
-``/approve CODE`` (or ``/deny CODE``); it is answered with a deferred update (type 6), which
-leaves the message as it is, and the reply follows on the press's own token.
+``/approve CODE`` (or ``/deny CODE``); it is answered with an update of the pressed message
+(type 7) that removes its components, and the reply follows on the press's own token.
 
-No live progress: the deferred "thinking..." already shows that the agent works until the
-reply replaces it, and editing ``@original`` with partial text would make the first followup
-a second message rather than the reply.
+Live replies: while the agent writes, ``PATCH /webhooks/{application_id}/{token}/messages/
+@original`` shows the text so far in place of "thinking...". The reply's push then sets the
+final text there once (the first part; later parts are followups), rather than posting a
+followup that would show the answer a second time.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import Field, SecretStr, field_validator
 
 from channels.base import (
+    PROGRESS_EVERY_HELP,
+    PROGRESS_TIMEOUT_S,
     Accepted,
     Answered,
     BaseChannel,
@@ -47,8 +50,11 @@ from channels.base import (
     HttpAnswer,
     InboundHttp,
     InboundOutcome,
+    LiveReply,
+    ProgressState,
     Refused,
     json_answer,
+    progress_interval_s,
 )
 from channels.chunking import split_text, utf16_len
 from channels.http_push import HttpResult, classify_status, parse_retry_after
@@ -67,7 +73,7 @@ SNOWFLAKE = r"^[0-9]{1,20}$"
 # Interaction and callback types (Discord's numbering).
 PING, APPLICATION_COMMAND, MESSAGE_COMPONENT, AUTOCOMPLETE = 1, 2, 3, 4
 PONG, CHANNEL_MESSAGE, DEFERRED_CHANNEL_MESSAGE, AUTOCOMPLETE_RESULT = 1, 4, 5, 8
-DEFERRED_UPDATE_MESSAGE = 6
+DEFERRED_UPDATE_MESSAGE, UPDATE_MESSAGE = 6, 7
 ACTION_ROW, BUTTON = 1, 2
 SUCCESS_STYLE, DANGER_STYLE = 3, 4
 # The approval prompt's instruction (workflows/agent_loop.py), and what its buttons carry.
@@ -79,6 +85,7 @@ THREAD_TYPES = {10, 11, 12}  # announcement, public and private threads
 STRING_OPTION = 3
 # JSON error codes that mean the interaction token can no longer be used.
 EXPIRED_TOKEN_CODES = {50027, 10015}  # Invalid Webhook Token, Unknown Webhook
+UNKNOWN_MESSAGE = 10008  # the original is gone (deleted): the reply is a followup instead
 # 403s that are about the recipient, not our credentials: retrying or re-keying cannot help.
 REJECTED_403_CODES = {50007, 50001, 50013}  # cannot DM user, missing access / permissions
 
@@ -210,6 +217,12 @@ class DiscordChannelSettings(ChannelSettings):
     application_id: str = ""
     bot_token: SecretStr = SecretStr("")
     api_base_url: str = "https://discord.com/api/v10"
+    progress_every_ms: int | None = Field(
+        default=None, ge=0, le=60_000, description=PROGRESS_EVERY_HELP
+    )
+    stream_replies: bool = Field(
+        default=True, description="show the text so far in place of 'thinking...' (@original)"
+    )
 
     @field_validator("public_key")
     @classmethod
@@ -233,6 +246,7 @@ class DiscordChannelSettings(ChannelSettings):
 
 class DiscordChannel(BaseChannel):
     name = "discord"
+    progress_renew_s = 600.0  # "thinking..." stays until replaced: nothing to renew
 
     def __init__(self, *, settings: DiscordChannelSettings) -> None:
         super().__init__(settings=settings)
@@ -243,6 +257,7 @@ class DiscordChannel(BaseChannel):
             raise ConfigError("channels.discord.application_id: missing")
         require_secret(settings.bot_token, "channels.discord.bot_token", "the Bot page's token")
         self._key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(settings.public_key))
+        self.progress_every_s = progress_interval_s(settings.progress_every_ms)
 
     # -- inbound ---------------------------------------------------------------------------
 
@@ -329,8 +344,9 @@ class DiscordChannel(BaseChannel):
         if not result.accepted:  # no run will follow up: say so now, or "thinking" never ends
             return ephemeral("Busy with your previous message; try again in a moment.")
         if request.reply_to.extra.get(VIA) == "component":
-            # A press: acknowledged without touching the message; the reply is a followup.
-            return json_answer(200, {"type": DEFERRED_UPDATE_MESSAGE})
+            # A press is durable now: the pressed message loses its buttons, in this very
+            # answer (within Discord's 3 s); the reply is a followup on the press's token.
+            return json_answer(200, {"type": UPDATE_MESSAGE, "data": {"components": []}})
         return json_answer(200, {"type": DEFERRED_CHANNEL_MESSAGE})
 
     def refuse(self, request: ChannelRequest) -> HttpAnswer:
@@ -374,7 +390,7 @@ class DiscordChannel(BaseChannel):
             async with http.request(
                 method,
                 url,
-                data=json.dumps(payload).encode(),
+                data=None if payload is None else json.dumps(payload).encode(),
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=timeout_s),
             ) as resp:
@@ -444,6 +460,7 @@ class DiscordChannel(BaseChannel):
         parts = split_text(push.text, MAX_TEXT, utf16_len)[push.skip_parts :]
         components = approval_components(push.text) if push.phase == "approval" else None
         route: Route = "followup" if self._token_usable(addr, time.time()) else "dm"
+        original = bool(push.live_message) and push.skip_parts == 0
         dm_channel: str | None = None
         sent: list[str] = []
         index = 0
@@ -451,10 +468,13 @@ class DiscordChannel(BaseChannel):
             payload: dict[str, Any] = {"content": parts[index], "allowed_mentions": {"parse": []}}
             if components is not None and index == len(parts) - 1:
                 payload["components"] = components  # under the part that says how to answer
+            method = "POST"
             if route == "followup":
                 app, token = self.settings.application_id, addr.extra["interaction_token"]
                 url = self._url(f"webhooks/{app}/{token}?wait=true")
                 headers = {"content-type": "application/json"}  # the token is the credential
+                if original and index == 0:  # the streamed original becomes the reply
+                    method, url = "PATCH", self._url(f"webhooks/{app}/{token}/messages/@original")
             else:
                 if dm_channel is None:
                     opened = await self._open_dm(http, addr.user_id, timeout_s)
@@ -463,9 +483,12 @@ class DiscordChannel(BaseChannel):
                     dm_channel = opened
                 url = self._url(f"channels/{dm_channel}/messages")
                 headers = self._bot_headers()
-            result = await self._request(http, "POST", url, payload, headers, timeout_s)
+            result = await self._request(http, method, url, payload, headers, timeout_s)
             if isinstance(result, ChannelAck):
                 return result.model_copy(update={"parts_delivered": len(sent)})
+            if method == "PATCH" and _error_code(result) == UNKNOWN_MESSAGE:
+                original = False  # deleted meanwhile: the reply is a followup after all
+                continue
             if route == "followup" and self._token_expired(result):
                 route = "dm"  # expired early (or revoked): the rest goes to the DM
                 continue
@@ -477,6 +500,56 @@ class DiscordChannel(BaseChannel):
         return ChannelAck(
             mode=FailureMode.DELIVERED, platform_message_ids=sent, parts_delivered=len(sent)
         )
+
+    # -- progress --------------------------------------------------------------------------
+
+    def streams_text(self, address: ReplyAddress) -> bool:
+        # Only an interaction's own original (a deferred "thinking..."), never a pressed
+        # message's, and only while its token is good.
+        return (
+            self.settings.stream_replies
+            and address.extra.get(VIA) != "component"
+            and self._token_usable(address, time.time())
+        )
+
+    async def progress(
+        self,
+        http: aiohttp.ClientSession,
+        address: ReplyAddress,
+        text_so_far: str | None,
+        state: ProgressState,
+        live: LiveReply,
+    ) -> bool:
+        """The text so far (its first message's worth) in place of "thinking...". Working and
+        done need nothing: the deferral shows the first, the push completes the second; only
+        an agent that failed after showing text removes it (no reply will complete it)."""
+        if not self.streams_text(address):
+            return True
+        app, token = self.settings.application_id, address.extra["interaction_token"]
+        original = self._url(f"webhooks/{app}/{token}/messages/@original")
+        headers = {"content-type": "application/json"}
+        if state is ProgressState.DONE and text_so_far is None and live.message is not None:
+            gone = await self._request(http, "DELETE", original, None, headers, PROGRESS_TIMEOUT_S)
+            return not isinstance(gone, ChannelAck) and 200 <= gone.status < 300
+        if state is not ProgressState.STREAMING or not text_so_far:
+            return True
+        content = split_text(text_so_far, MAX_TEXT, utf16_len)[0]
+        if content == live.shown:
+            return True
+        result = await self._request(
+            http,
+            "PATCH",
+            original,
+            {"content": content, "allowed_mentions": {"parse": []}},
+            headers,
+            PROGRESS_TIMEOUT_S,
+        )
+        if isinstance(result, ChannelAck) or not 200 <= result.status < 300:
+            return False
+        body: Any = result.json()
+        live.message = str(body.get("id", "@original")) if isinstance(body, dict) else "@original"
+        live.shown, live.frames = content, live.frames + 1
+        return True
 
     # -- set-up ----------------------------------------------------------------------------
 
@@ -531,6 +604,12 @@ class DiscordChannel(BaseChannel):
         elif endpoint != url:
             warnings.append(f"interactions endpoint is {endpoint}, expected {url}")
         return True, f"application {str(app.get('name', ''))[:60]} ({app_id})", warnings
+
+
+def _error_code(result: HttpResult) -> int | None:
+    body: Any = result.json()
+    code = body.get("code") if isinstance(body, dict) else None
+    return code if isinstance(code, int) else None
 
 
 def _error_message(result: HttpResult) -> str:

@@ -28,6 +28,7 @@ import aiohttp
 from pydantic import Field, SecretStr
 
 from channels.base import (
+    PROGRESS_EVERY_HELP,
     PROGRESS_TIMEOUT_S,
     Accepted,
     Answered,
@@ -37,9 +38,12 @@ from channels.base import (
     HttpAnswer,
     InboundHttp,
     InboundOutcome,
+    LiveReply,
     ProgressState,
     Refused,
+    answers_request,
     json_answer,
+    progress_interval_s,
 )
 from channels.chunking import send_parts, split_text
 from channels.http_push import HttpResult, classify_status, parse_retry_after, post
@@ -78,6 +82,11 @@ BUTTON_VALUE = re.compile(r"^[A-Za-z0-9]{4,16}$")
 SAFE_KEY = re.compile(r"^[A-Za-z0-9._-]{1,64}$")  # Slack ids and timestamps, nothing else
 MAX_SECTION = 3000  # a section block's text
 FORM = "application/x-www-form-urlencoded"
+# ReplyAddress.extra keys: the workspace (streams in channels name their recipient's), and of a
+# button press the message that carried the buttons and its text (to show it without them).
+TEAM_ID, BUTTONS_TS, BUTTONS_TEXT, PRESS = "team_id", "buttons_ts", "buttons_text", "press"
+# chat.update refusals that mean "that message cannot take the reply": post it instead.
+GONE_ERRORS = {"message_not_found", "cant_update_message", "edit_window_closed", "invalid_ts"}
 
 
 class SlackEvent(PlatformBody):
@@ -94,6 +103,7 @@ class SlackEvent(PlatformBody):
 
 class SlackEnvelope(PlatformBody):
     type: str
+    team_id: str | None = Field(default=None, max_length=64)
     challenge: str | None = Field(default=None, max_length=200)
     event_id: str | None = None
     event: SlackEvent | None = None
@@ -112,6 +122,7 @@ class SlackAction(PlatformBody):
 class SlackActionMessage(PlatformBody):
     ts: str | None = Field(default=None, max_length=64)
     thread_ts: str | None = Field(default=None, max_length=64)
+    text: str | None = Field(default=None, max_length=40_000)  # our prompt's fallback text
 
 
 class SlackInteraction(PlatformBody):
@@ -175,6 +186,13 @@ class SlackChannelSettings(ChannelSettings):
     signing_secret: SecretStr = SecretStr("")
     bot_token: SecretStr = SecretStr("")
     api_base_url: str = "https://slack.com/api"
+    progress_every_ms: int | None = Field(
+        default=None, ge=0, le=60_000, description=PROGRESS_EVERY_HELP
+    )
+    stream_replies: bool = Field(
+        default=True,
+        description="in threads, stream the reply with chat.startStream while the agent writes",
+    )
 
 
 class SlackChannel(BaseChannel):
@@ -188,6 +206,7 @@ class SlackChannel(BaseChannel):
             settings.signing_secret, "channels.slack.signing_secret"
         ).encode()
         require_secret(settings.bot_token, "channels.slack.bot_token", "xoxb-...")
+        self.progress_every_s = progress_interval_s(settings.progress_every_ms)
 
     def _verified(self, http: InboundHttp) -> bool:
         stamp = http.headers.get("X-Slack-Request-Timestamp", "")
@@ -244,6 +263,7 @@ class SlackChannel(BaseChannel):
                     user_id=event.user,
                     conversation_id=event.channel,
                     thread_id=event.thread_ts,
+                    extra={TEAM_ID: envelope.team_id} if envelope.team_id else {},
                 ),
             )
         )
@@ -268,20 +288,31 @@ class SlackChannel(BaseChannel):
         ):
             return IGNORED
         user, channel = payload.user.id, payload.channel.id
-        thread = payload.message.thread_ts if payload.message else None
+        shown = payload.message
+        thread = shown.thread_ts if shown else None
+        # A press has no message ts of its own: its action_ts, apart from message keys.
+        key = f"{channel}.{action.action_ts}.{action.action_id}"
+        extra = (
+            {BUTTONS_TS: shown.ts, BUTTONS_TEXT: shown.text, PRESS: key}
+            if shown and shown.ts and SAFE_KEY.match(shown.ts) and shown.text
+            else {}
+        )
         return Accepted(
             ChannelRequest(
                 tenant=http.tenant,
                 channel=self.name,
-                # A press has no message ts of its own: its action_ts, apart from message keys.
-                message_key=f"{channel}.{action.action_ts}.{action.action_id}",
+                message_key=key,
                 user_id=user,
                 conversation_id=channel,
                 thread_id=thread,
                 is_direct=channel.startswith("D"),
                 text=f"/{action.action_id} {action.value}",
                 reply_to=ReplyAddress(
-                    channel=self.name, user_id=user, conversation_id=channel, thread_id=thread
+                    channel=self.name,
+                    user_id=user,
+                    conversation_id=channel,
+                    thread_id=thread,
+                    extra=extra,
                 ),
             )
         )
@@ -344,9 +375,15 @@ class SlackChannel(BaseChannel):
             if not ack.ok:
                 return ack
             channel = str((body.get("channel") or {}).get("id", ""))
+        if push.skip_parts == 0 and answers_request(push, addr.extra.get(PRESS, "")):
+            await self._clear_buttons(http, channel, addr)
         parts = split_text(escape(push.text), MAX_TEXT)
 
         async def send(index: int, part: str) -> ChannelAck:
+            if push.live_message and index == 0:
+                ack = await self._finish_stream(http, channel, push.live_message, part, push)
+                if ack is not None:
+                    return ack
             payload: dict[str, Any] = {"channel": channel, "text": part}
             if push.phase == "approval" and index == len(parts) - 1:
                 blocks = approval_blocks(part)  # ``text`` stays: notifications and fallback
@@ -359,12 +396,38 @@ class SlackChannel(BaseChannel):
 
         return await send_parts(parts, push.skip_parts, send)
 
+    async def _finish_stream(
+        self, http: aiohttp.ClientSession, channel: str, ts: str, text: str, push: PushRequest
+    ) -> ChannelAck | None:
+        """The reply was streamed into message ``ts``: stop the stream (a stopped or expired
+        one refuses, which is fine) and make the message exactly the reply. None: that message
+        is gone, so the reply is posted as usual."""
+        stop = {"channel": channel, "ts": ts}
+        await self._call(http, "chat.stopStream", stop, push.policy.timeout_s)
+        update = {"channel": channel, "ts": ts, "text": text}
+        ack, _ = await self._call(http, "chat.update", update, push.policy.timeout_s)
+        if ack.mode is FailureMode.REJECTED and ack.detail in GONE_ERRORS:
+            return None
+        return ack
+
+    async def _clear_buttons(
+        self, http: aiohttp.ClientSession, channel: str, addr: ReplyAddress
+    ) -> None:
+        """Before answering a press, its message keeps the prompt and loses the buttons (best
+        effort: a failure costs the buttons' removal, never the answer)."""
+        ts, text = addr.extra.get(BUTTONS_TS), addr.extra.get(BUTTONS_TEXT)
+        if not ts or not text:
+            return
+        section = {"type": "section", "text": {"type": "mrkdwn", "text": text[:MAX_SECTION]}}
+        update = {"channel": channel, "ts": ts, "text": text, "blocks": [section]}
+        await self._call(http, "chat.update", update, PROGRESS_TIMEOUT_S)
+
     # -- progress --------------------------------------------------------------------------
 
     def streams_text(self, address: ReplyAddress) -> bool:
-        # A native stream (chat.startStream) is a message of its own: the durable push would
-        # then be a second copy of the reply. The status line says "working" without that.
-        return False
+        # A native stream is a thread reply: top-level messages and DMs outside a thread get
+        # nothing (a status line needs a thread too).
+        return self.settings.stream_replies and bool(address.thread_id)
 
     async def progress(
         self,
@@ -372,13 +435,22 @@ class SlackChannel(BaseChannel):
         address: ReplyAddress,
         text_so_far: str | None,
         state: ProgressState,
+        live: LiveReply,
     ) -> bool:
-        """A status line under the thread while the agent works. Slack clears it when the
-        reply is posted; only a run that ends without one clears it here."""
+        """A status line under the thread while the agent works, then (``stream_replies``) the
+        reply streamed into a message of its own, which the push completes. Slack clears the
+        status when the reply is posted; after a stream, or when the run ends without a reply,
+        it is cleared here (and a stream without a reply removed)."""
         if not address.thread_id:
             return True  # a status needs a thread; top-level replies show none
-        if state is ProgressState.DONE and text_so_far is not None:
-            return True
+        if state is ProgressState.DONE:
+            if text_so_far is not None and live.message is None:
+                return True  # the push posts the reply, which ends the status
+            if text_so_far is None and live.message is not None:
+                return await self._drop_stream(http, address.conversation_id, live.message)
+        elif text_so_far and self.streams_text(address):
+            return await self._stream(http, address, text_so_far, live)
+        # Done: cleared (a stream the push completes may not end the status by itself).
         status = "" if state is ProgressState.DONE else "is thinking…"
         payload = {
             "channel_id": address.conversation_id,
@@ -386,6 +458,38 @@ class SlackChannel(BaseChannel):
             "status": status,
         }
         ack, _ = await self._call(http, "assistant.threads.setStatus", payload, PROGRESS_TIMEOUT_S)
+        return ack.ok
+
+    async def _stream(
+        self, http: aiohttp.ClientSession, address: ReplyAddress, text: str, live: LiveReply
+    ) -> bool:
+        """Start the stream with the text so far, or append what is new since the last frame."""
+        new = text[len(live.shown) :] if text.startswith(live.shown) else ""
+        if not new or len(text) > MAX_TEXT:
+            return True  # nothing new; or past one message, where the push takes over
+        channel = address.conversation_id
+        if live.message is None:
+            payload = {"channel": channel, "thread_ts": address.thread_id, "markdown_text": new}
+            if TEAM_ID in address.extra:  # required in channels, harmless in DMs
+                payload |= {
+                    "recipient_team_id": address.extra[TEAM_ID],
+                    "recipient_user_id": address.user_id,
+                }
+            ack, body = await self._call(http, "chat.startStream", payload, PROGRESS_TIMEOUT_S)
+            if ack.ok and body.get("ts"):
+                live.message = str(body["ts"])
+        else:
+            payload = {"channel": channel, "ts": live.message, "markdown_text": new}
+            ack, _ = await self._call(http, "chat.appendStream", payload, PROGRESS_TIMEOUT_S)
+        if ack.ok:
+            live.shown, live.frames = text, live.frames + 1
+        return ack.ok
+
+    async def _drop_stream(self, http: aiohttp.ClientSession, channel: str, ts: str) -> bool:
+        """The agent failed after streaming: no reply follows, so its partial message goes."""
+        message = {"channel": channel, "ts": ts}
+        await self._call(http, "chat.stopStream", message, PROGRESS_TIMEOUT_S)
+        ack, _ = await self._call(http, "chat.delete", message, PROGRESS_TIMEOUT_S)
         return ack.ok
 
     async def check_credentials(

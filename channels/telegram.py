@@ -23,6 +23,7 @@ import aiohttp
 from pydantic import Field, SecretStr
 
 from channels.base import (
+    PROGRESS_EVERY_HELP,
     PROGRESS_TIMEOUT_S,
     Accepted,
     Answered,
@@ -32,8 +33,11 @@ from channels.base import (
     HttpAnswer,
     InboundHttp,
     InboundOutcome,
+    LiveReply,
     ProgressState,
     Refused,
+    answers_request,
+    progress_interval_s,
 )
 from channels.chunking import send_parts, split_text, utf16_len
 from channels.http_push import HttpResult, classify_status, post
@@ -138,6 +142,9 @@ class TelegramChannelSettings(ChannelSettings):
     secret_token: SecretStr = SecretStr("")
     bot_username: str = ""
     api_base_url: str = "https://api.telegram.org"
+    progress_every_ms: int | None = Field(
+        default=None, ge=0, le=60_000, description=PROGRESS_EVERY_HELP
+    )
 
 
 def _is_private(address: ReplyAddress) -> bool:
@@ -163,6 +170,7 @@ class TelegramChannel(BaseChannel):
             settings.secret_token, "channels.telegram.secret_token", "the setWebhook secret"
         ).encode()
         self._bot = settings.bot_username.lstrip("@").lower()
+        self.progress_every_s = progress_interval_s(settings.progress_every_ms)
 
     def api_url(self, method: str) -> str:
         base = self.settings.api_base_url.rstrip("/")
@@ -303,8 +311,35 @@ class TelegramChannel(BaseChannel):
             return ChannelAck(mode=FailureMode.REJECTED, detail="403")
         return classify_status(result.status)
 
+    async def _clear_buttons(self, http: aiohttp.ClientSession, push: PushRequest) -> None:
+        """Before answering a press (its callback query is answered already, in the webhook's
+        answer), the message that carried the buttons loses them: an empty inline keyboard.
+        Best effort: a failure (or "message is not modified", on a retry) costs nothing."""
+        addr = push.address
+        query_id = addr.extra.get(CALLBACK_QUERY_ID)
+        if (
+            query_id is None
+            or not answers_request(push, f"cb-{query_id}")
+            or not (addr.reply_to_message_id or "").isdigit()
+        ):
+            return
+        payload = {
+            "chat_id": addr.conversation_id,
+            "message_id": int(addr.reply_to_message_id or 0),
+            "reply_markup": {"inline_keyboard": []},
+        }
+        await post(
+            http,
+            self.api_url("editMessageReplyMarkup"),
+            body=json.dumps(payload).encode(),
+            headers={"content-type": "application/json"},
+            timeout_s=PROGRESS_TIMEOUT_S,
+        )
+
     async def push(self, http: aiohttp.ClientSession, push: PushRequest) -> ChannelAck:
         addr = push.address
+        if push.skip_parts == 0:
+            await self._clear_buttons(http, push)
         parts = split_text(push.text, MAX_TEXT, utf16_len)
         keyboard = approval_keyboard(push.text) if push.phase == "approval" else None
 
@@ -341,6 +376,7 @@ class TelegramChannel(BaseChannel):
         address: ReplyAddress,
         text_so_far: str | None,
         state: ProgressState,
+        live: LiveReply,
     ) -> bool:
         """Typing while the agent works; in private chats a draft of the part being written
         (the same ``draft_id`` for the whole reply). The draft is an ephemeral preview: the

@@ -333,6 +333,9 @@ class AgentReply(Versioned):
     # own approval requests are in ``agent_state``), and its conversation state after the step.
     approval_requests: list[ToolCall] = Field(default_factory=list)
     agent_state: str | None = None
+    # The platform message that already shows this answer as it grew (a Slack stream's ts, a
+    # Teams stream id, a Discord original): the reply's push completes it rather than posting.
+    live_message: str | None = None
 
 
 class AgentStep(Versioned):
@@ -406,6 +409,7 @@ class PushRequest(Versioned):
     max_age_s: float
     policy: DeliveryPolicy
     skip_parts: int = 0  # parts of a split message already delivered by an earlier attempt
+    live_message: str | None = None  # the agent's live message at this address (AgentReply)
 
 
 class PushResult(Frozen):

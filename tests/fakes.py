@@ -168,6 +168,32 @@ class FakeTelegram(_Fake):
                 return self.error(400, "Bad Request: invalid draft")
         return web.json_response({"ok": True, "result": True})
 
+    def edit_markup(self, payload: dict[str, Any]) -> web.Response:
+        """``editMessageReplyMarkup``: an empty inline keyboard removes the buttons."""
+        message = next(
+            (m for m in self.messages
+             if str(m["chat"]["id"]) == str(payload.get("chat_id"))
+             and m["message_id"] == payload.get("message_id")),
+            None,
+        )  # fmt: skip
+        if message is None:
+            return self.error(400, "Bad Request: message to edit not found")
+        markup = payload.get("reply_markup") or {"inline_keyboard": []}
+        bad = self.markup_error(markup)
+        if bad is not None:
+            return self.error(400, bad)
+        if markup == message.get("reply_markup", {"inline_keyboard": []}):
+            return self.error(
+                400,
+                "Bad Request: message is not modified: specified new message content and reply "
+                "markup are exactly the same as a current content and reply markup of the message",
+            )
+        if markup["inline_keyboard"]:
+            message["reply_markup"] = markup
+        else:
+            message.pop("reply_markup", None)  # Telegram keeps no empty keyboard
+        return web.json_response({"ok": True, "result": message})
+
     @staticmethod
     def error(status: int, description: str, **parameters: Any) -> web.Response:
         body: dict[str, Any] = {"ok": False, "error_code": status, "description": description}
@@ -184,6 +210,8 @@ class FakeTelegram(_Fake):
             return web.json_response({"ok": True, "result": True, "description": "Webhook was set"})
         if request.match_info["method"] in self.PROGRESS_METHODS:
             return self.progress(payload, request.match_info["method"])
+        if request.match_info["method"] == "editMessageReplyMarkup":
+            return self.edit_markup(payload)
         scripted = await self._scripted()
         if scripted:
             failure, retry = scripted
@@ -232,6 +260,9 @@ class FakeSlack(_Fake):
         super().__init__()
         self.progress_status: int | None = None  # set: every status call fails with it
         self.messages: list[dict[str, Any]] = []  # every message posted, as Slack keeps it
+        self.stream_error: str | None = None  # set: every stream call answers this error
+        self.append_error: str | None = None  # set: appends answer it (the start works)
+        self._ts = itertools.count(1)
 
     @property
     def base_url(self) -> str:
@@ -320,6 +351,8 @@ class FakeSlack(_Fake):
             return web.json_response({"ok": True, "channel": {"id": "D" + payload["users"]}})
         if name == "assistant.threads.setStatus":
             return self.set_status(payload)
+        if name in self.MESSAGE_METHODS:
+            return self.MESSAGE_METHODS[name](self, payload)
         scripted = await self._scripted()
         if scripted:
             failure, retry = scripted
@@ -341,10 +374,107 @@ class FakeSlack(_Fake):
         self._delivered.append(
             Delivered(payload["channel"], payload.get("thread_ts"), payload["text"])
         )
-        ts = f"{len(self._delivered)}.000200"
+        ts = self._next_ts()
         kept = {k: payload[k] for k in ("channel", "text", "thread_ts", "blocks") if k in payload}
         self.messages.append({"ts": ts, **kept})
         return web.json_response({"ok": True, "channel": payload["channel"], "ts": ts})
+
+    def _next_ts(self) -> str:
+        return f"{next(self._ts)}.000200"
+
+    @staticmethod
+    def _error(error: str) -> web.Response:
+        return web.json_response({"ok": False, "error": error})
+
+    def _find(self, payload: dict[str, Any]) -> dict[str, Any] | None:
+        return next(
+            (m for m in self.messages
+             if m["channel"] == payload.get("channel") and m["ts"] == payload.get("ts")),
+            None,
+        )  # fmt: skip
+
+    def start_stream(self, payload: dict[str, Any]) -> web.Response:
+        """``chat.startStream``: a new message in the thread, growing until stopped."""
+        if self.stream_error:
+            return self._error(self.stream_error)
+        channel, thread = payload.get("channel"), payload.get("thread_ts")
+        if not channel or not thread:
+            return self._error("invalid_arguments")
+        if not str(channel).startswith("D") and not (
+            payload.get("recipient_team_id") and payload.get("recipient_user_id")
+        ):
+            return self._error("invalid_arguments")  # channels name the recipient
+        ts = self._next_ts()
+        text = str(payload.get("markdown_text", ""))
+        self.messages.append(
+            {"ts": ts, "channel": channel, "thread_ts": thread, "text": text, "stream": "open"}
+        )
+        return web.json_response({"ok": True, "channel": channel, "ts": ts})
+
+    def append_stream(self, payload: dict[str, Any]) -> web.Response:
+        message = self._find(payload)
+        if message is None:
+            return self._error("message_not_found")
+        if message.get("stream") != "open":
+            return self._error("message_not_in_streaming_state")
+        if self.stream_error or self.append_error:
+            return self._error(self.stream_error or self.append_error or "")
+        if len(str(payload.get("markdown_text", ""))) > 12_000:
+            return self._error("msg_too_long")
+        message["text"] += str(payload.get("markdown_text", ""))
+        return web.json_response({"ok": True, "channel": message["channel"], "ts": message["ts"]})
+
+    def stop_stream(self, payload: dict[str, Any]) -> web.Response:
+        message = self._find(payload)
+        if message is None:
+            return self._error("message_not_found")
+        if message.get("stream") != "open":
+            return self._error("message_not_in_streaming_state")
+        message["stream"] = "stopped"
+        shown = {k: v for k, v in message.items() if k != "stream"}
+        return web.json_response(
+            {"ok": True, "channel": message["channel"], "ts": message["ts"], "message": shown}
+        )
+
+    def update(self, payload: dict[str, Any]) -> web.Response:
+        """``chat.update``. The final text of a stopped stream is that reply's delivery."""
+        message = self._find(payload)
+        if message is None:
+            return self._error("message_not_found")
+        if message.get("stream") == "open":
+            return self._error("cant_update_message")
+        if not payload.get("text") and not payload.get("blocks"):
+            return self._error("no_text")
+        if payload.get("blocks"):
+            bad = self.blocks_error(payload["blocks"])
+            if bad is not None:
+                return self._error(bad)
+        if "text" in payload:
+            message["text"] = payload["text"]
+        if "blocks" in payload:
+            message["blocks"] = payload["blocks"]
+            if not payload["blocks"]:
+                del message["blocks"]
+        if message.get("stream") == "stopped":
+            self._delivered.append(
+                Delivered(message["channel"], message["thread_ts"], message["text"])
+            )
+        return web.json_response({"ok": True, "channel": message["channel"], "ts": message["ts"]})
+
+    def delete(self, payload: dict[str, Any]) -> web.Response:
+        message = self._find(payload)
+        if message is None:
+            return self._error("message_not_found")
+        self.messages.remove(message)
+        return web.json_response({"ok": True, "channel": message["channel"], "ts": message["ts"]})
+
+    MESSAGE_METHODS = {
+        "chat.startStream": start_stream,
+        "chat.appendStream": append_stream,
+        "chat.stopStream": stop_stream,
+        "chat.update": update,
+        "chat.delete": delete,
+    }
 
     def app(self) -> web.Application:
         app = web.Application()

@@ -10,6 +10,7 @@ import itertools
 import json
 import time
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
@@ -24,6 +25,42 @@ APP_ID = "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b"
 APP_PASSWORD = "test~client~secret"
 ISSUER = "https://api.botframework.com"
 ENDORSEMENTS = ["msteams", "webchat", "emulator"]
+TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+
+
+@dataclass
+class Stream:
+    """One response stream as Teams shows it: its frames (kind, sequence, text), the text so
+    far, and whether its final message arrived."""
+
+    conversation: str
+    frames: list[tuple[str, int, str]] = field(default_factory=list)
+    text: str = ""
+    final: bool | None = None
+
+
+def card_error(attachments: Any) -> str | None:
+    """What Teams refuses of the Adaptive Cards we send (Action.Execute needs version 1.4)."""
+    if not isinstance(attachments, list) or len(attachments) != 1:
+        return "Invalid attachments"
+    [item] = attachments
+    card = item.get("content") if isinstance(item, dict) else None
+    if item.get("contentType") != "application/vnd.microsoft.card.adaptive":
+        return "Unknown attachment content type"
+    if not isinstance(card, dict) or card.get("type") != "AdaptiveCard":
+        return "Invalid Adaptive Card"
+    if card.get("version") not in ("1.4", "1.5") or not card.get("body"):
+        return "Invalid Adaptive Card version or body"
+    for action in card.get("actions", []):
+        if action.get("type") != "Action.Execute" or not action.get("title"):
+            return "Invalid Adaptive Card action"
+    return None
+
+
+def card_text(attachments: list[dict[str, Any]]) -> str:
+    """The text blocks of a card, as a person reads it."""
+    blocks = [b for a in attachments for b in a["content"]["body"] if b["type"] == "TextBlock"]
+    return "\n".join(b["text"] for b in blocks)
 
 
 def _b64(raw: bytes) -> str:
@@ -65,6 +102,10 @@ class FakeBotFramework(_Fake):
         self.keys_down = False
         self._ids = itertools.count(1_700_000_000_000)
         self.typing: list[str] = []  # raw paths of typing activities, in order
+        self.messages: list[dict[str, Any]] = []  # every message activity kept, with its id
+        self.streams: dict[str, Stream] = {}  # streamId -> what Teams shows of that stream
+        self.streaming_refused = False  # set: stream frames get 403 ContentStreamNotAllowed
+        self.final_refused = False  # set: only a stream's final message gets that 403
 
     @property
     def base_url(self) -> str:
@@ -167,8 +208,12 @@ class FakeBotFramework(_Fake):
             return web.json_response(
                 {"message": "Authorization has been denied for this request."}, status=401
             )
+        stream = next((e for e in payload.get("entities") or [] if e.get("type") == "streaminfo"),
+                      None)  # fmt: skip
         if payload.get("type") == "typing":  # an indicator: never delivered, never scripted
             self.typing.append(request.raw_path)
+            if stream is not None:
+                return self._stream_frame(request.match_info["conversation"], payload, stream)
             return web.json_response({"id": str(next(self._ids))})
         scripted = await self._scripted()
         if scripted:
@@ -186,9 +231,101 @@ class FakeBotFramework(_Fake):
                 {"message": "Authorization has been denied for this request."}, status=401
             )
         conversation = request.match_info["conversation"]
+        if "attachments" in payload:
+            bad = card_error(payload["attachments"])
+            if bad is not None:
+                return self._connector_error(400, "BadArgument", bad)
+        if stream is not None:
+            refused = self._final_frame(stream)
+            if refused is not None:
+                return refused
         base, _, thread = conversation.partition(";messageid=")
-        self._delivered.append(Delivered(base, thread or None, payload["text"]))
-        return web.json_response({"id": str(next(self._ids))}, status=201)
+        text = payload.get("text") or card_text(payload.get("attachments") or [])
+        self._delivered.append(Delivered(base, thread or None, text))
+        activity_id = str(next(self._ids))
+        self.messages.append({**payload, "id": activity_id})
+        return web.json_response({"id": activity_id}, status=201)
+
+    def _stream_frame(
+        self, conversation: str, payload: dict[str, Any], info: dict[str, Any]
+    ) -> web.Response:
+        """An informative or streaming frame: Teams' rules for response streaming."""
+        if self.streaming_refused or not conversation.startswith("a:"):  # 1:1 chats only
+            return self._connector_error(
+                403, "ContentStreamNotAllowed", "Content stream is not allowed"
+            )
+        kind, sequence, text = (
+            info.get("streamType"),
+            info.get("streamSequence"),
+            payload.get("text"),
+        )
+        if kind not in ("informative", "streaming") or not isinstance(sequence, int) or not text:
+            return self._connector_error(400, "BadArgument", "Invalid streaminfo")
+        stream_id = info.get("streamId")
+        if stream_id is None:
+            if sequence != 1:
+                return self._connector_error(400, "BadArgument", "A stream starts at sequence 1")
+            stream_id = str(next(self._ids))
+            self.streams[stream_id] = Stream(conversation)
+        current = self.streams.get(stream_id)
+        if current is None or current.final is not None:
+            return self._connector_error(400, "ContentStreamNotAllowed", "Unknown or ended stream")
+        if current.frames and sequence <= current.frames[-1][1]:
+            return self._connector_error(
+                400, "ContentStreamSequenceOrderPreConditionFailed", "Sequence out of order"
+            )
+        if kind == "streaming" and not text.startswith(current.text):
+            return self._connector_error(400, "BadArgument", "A chunk must extend the last one")
+        if kind == "informative" and current.text:
+            return self._connector_error(400, "BadArgument", "Informative after streaming")
+        current.frames.append((kind, sequence, text))
+        if kind == "streaming":
+            current.text = text
+        return web.json_response({"id": stream_id}, status=201)
+
+    def _final_frame(self, info: dict[str, Any]) -> web.Response | None:
+        current = self.streams.get(str(info.get("streamId")))
+        if info.get("streamType") != "final" or current is None or current.final is not None:
+            return self._connector_error(400, "ContentStreamNotAllowed", "Unknown or ended stream")
+        if self.streaming_refused or self.final_refused:
+            return self._connector_error(
+                403, "ContentStreamNotAllowed", "Content stream is not allowed"
+            )
+        current.final = True
+        return None
+
+    def press(self, message: dict[str, Any], verb: str, *, user: str, activity_id: str) -> bytes:
+        """The ``adaptiveCard/action`` invoke Teams posts when ``user`` presses the
+        ``Action.Execute`` button ``verb`` on the card of ``message``."""
+        [card] = [a["content"] for a in message["attachments"]]
+        action = next(a for a in card["actions"] if a["verb"] == verb)
+        conversation = message["conversation"]["id"]
+        body = {
+            "type": "invoke", "name": "adaptiveCard/action", "id": activity_id,
+            "timestamp": "2026-12-01T12:00:00.000Z", "channelId": "msteams",
+            "serviceUrl": self.base_url, "replyToId": message["id"],
+            "from": {"id": user, "name": "Presser", "aadObjectId": f"aad-{user}"},
+            "conversation": {"id": conversation, "tenantId": TENANT,
+                             "conversationType": "personal" if conversation.startswith("a:")
+                             else "groupChat"},
+            "recipient": message.get("from") or {"id": f"28:{APP_ID}"},
+            "entities": [{"type": "clientInfo", "locale": "en-US"}],
+            "channelData": {"tenant": {"id": TENANT}, "source": {"name": "message"}},
+            "value": {"action": {"type": "Action.Execute", "title": action["title"],
+                                 "verb": verb, "data": action["data"]},
+                      "trigger": "manual"},
+        }  # fmt: skip
+        return json.dumps(body).encode()
+
+    def answer_press(self, message: dict[str, Any], answer: dict[str, Any]) -> None:
+        """What Teams does with the invoke's answer: a card replaces the pressed one."""
+        if answer.get("type") == "application/vnd.microsoft.card.adaptive":
+            message["attachments"] = [
+                {
+                    "contentType": "application/vnd.microsoft.card.adaptive",
+                    "content": answer["value"],
+                }
+            ]
 
     def app(self) -> web.Application:
         app = web.Application()

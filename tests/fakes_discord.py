@@ -58,6 +58,10 @@ class FakeDiscord(_Fake):
         self.interactions_endpoint_url: str | None = None
         self.probe_key = signing_key  # set: PATCH /applications/@me checks the URL like Discord
         self.messages: list[dict[str, Any]] = []  # every message created, as Discord keeps it
+        # token -> its interaction's original message; None while it is a deferred "thinking"
+        self.originals: dict[str, dict[str, Any] | None] = {}
+        self.edit_limited = False  # set: every @original edit is rate limited
+        self.deleted: set[str] = set()  # tokens whose original was deleted
 
     @property
     def base_url(self) -> str:
@@ -69,7 +73,18 @@ class FakeDiscord(_Fake):
         """An interaction token as Discord issues one with each interaction."""
         token = "aW50ZXJhY3Rpb246" + base64.urlsafe_b64encode(secrets.token_bytes(48)).decode()
         self._tokens[token] = Where(conversation_id, thread_id)
+        self.originals[token] = None  # answered with a deferral: "thinking..." until replaced
         return token
+
+    def answer_press(self, message: dict[str, Any], answer: dict[str, Any]) -> None:
+        """What Discord does with a component interaction's answer: type 7 updates the
+        pressed message with the answer's data."""
+        if answer.get("type") == 7:
+            message.update(answer.get("data") or {})
+
+    def shown(self, token: str) -> list[dict[str, Any]]:
+        """The messages an interaction's token made: its original, then its followups."""
+        return [m for m in self.messages if m.get("token") == token]
 
     def expire(self, token: str) -> None:
         self._tokens.pop(token, None)
@@ -96,6 +111,7 @@ class FakeDiscord(_Fake):
             Where(channel, None),
         )
         token = self.new_token(where.conversation_id, where.thread_id)
+        self.originals[token] = message  # a component's original is the pressed message
         body: dict[str, Any] = {
             "id": interaction_id, "application_id": APPLICATION_ID, "type": 3, "token": token,
             "version": 1, "channel_id": channel, "locale": "en-US",
@@ -168,7 +184,9 @@ class FakeDiscord(_Fake):
     def _bot(self, request: web.Request) -> bool:
         return request.headers.get("Authorization") == f"Bot {BOT_TOKEN}"
 
-    def _message(self, channel_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def _message(
+        self, channel_id: str, payload: dict[str, Any], token: str | None = None
+    ) -> dict[str, Any]:
         message = {
             "id": str(next(self._ids)),
             "type": 0,
@@ -177,8 +195,35 @@ class FakeDiscord(_Fake):
             "author": {"id": APPLICATION_ID, "username": "switchboard", "bot": True},
             "components": payload.get("components", []),
         }
+        if token is not None:
+            message["token"] = token
         self.messages.append(message)
         return message
+
+    async def edit_original(self, request: web.Request) -> web.Response:
+        """``PATCH /webhooks/{app}/{token}/messages/@original``: the interaction's original
+        message (its deferred "thinking..." becomes a message with this content)."""
+        payload = await request.json()
+        self.calls.append(("edit_original", payload))
+        token = request.match_info["token"]
+        where = self._tokens.get(token)
+        if request.match_info["app"] != APPLICATION_ID or where is None:
+            return self.error(401, "Invalid Webhook Token", 50027)
+        if self.edit_limited:
+            return self.rate_limited(2.5)
+        bad = self._content_error(payload)
+        if bad is not None:
+            return bad
+        if token in self.deleted:
+            return self.error(404, "Unknown Message", 10008)
+        original = self.originals.get(token)
+        if original is None:
+            original = self._message(where.thread_id or where.conversation_id, payload, token)
+            self.originals[token] = original
+        original["content"] = payload["content"]
+        if "components" in payload:
+            original["components"] = payload["components"]
+        return web.json_response(original)
 
     @staticmethod
     def _components_error(components: Any) -> bool:
@@ -211,6 +256,17 @@ class FakeDiscord(_Fake):
             return FakeDiscord.error(400, "Invalid Form Body", 50035)
         return None
 
+    async def delete_original(self, request: web.Request) -> web.Response:
+        """``DELETE .../messages/@original``: 204; the token's original is gone for good."""
+        self.calls.append(("delete_original", {}))
+        token = request.match_info["token"]
+        original = self.originals.get(token)
+        if token not in self._tokens or token in self.deleted or original is None:
+            return self.error(404, "Unknown Message", 10008)
+        self.messages.remove(original)
+        self.deleted.add(token)
+        return web.Response(status=204)
+
     async def followup(self, request: web.Request) -> web.Response:
         payload = await request.json()
         self.calls.append(("followup", {"query": dict(request.query), **payload}))
@@ -228,7 +284,10 @@ class FakeDiscord(_Fake):
         self._delivered.append(
             Delivered(where.conversation_id, where.thread_id, payload["content"])
         )
-        message = self._message(where.thread_id or where.conversation_id, payload)
+        token = request.match_info["token"]
+        message = self._message(where.thread_id or where.conversation_id, payload, token)
+        if self.originals.get(token, message) is None:
+            self.originals[token] = message  # the first followup takes the deferral's place
         if request.query.get("wait") == "true":
             return web.json_response(message)
         return web.Response(status=204)
@@ -331,8 +390,17 @@ class FakeDiscord(_Fake):
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/api/v10/webhooks/{app}/{token}", self.followup)
+        app.router.add_delete(
+            "/api/v10/webhooks/{app}/{token}/messages/@original", self.delete_original
+        )
+        app.router.add_patch(
+            "/api/v10/webhooks/{app}/{token}/messages/@original", self.edit_original
+        )
         app.router.add_post("/api/v10/users/@me/channels", self.create_dm)
         app.router.add_post("/api/v10/channels/{channel}/messages", self.channel_message)
         app.router.add_put("/api/v10/applications/{app}/commands", self.overwrite_commands)
+        app.router.add_delete(
+            "/api/v10/webhooks/{app}/{token}/messages/@original", self.delete_original
+        )
         app.router.add_patch("/api/v10/applications/@me", self.edit_application)
         return app

@@ -1,11 +1,12 @@
 """Approval buttons: the approval prompt carries Approve/Deny buttons on the web chat, Telegram,
-Slack and Discord, and a press is the presser's ``/approve CODE`` (or ``/deny CODE``).
+Slack, Discord and Teams, and a press is the presser's ``/approve CODE`` (or ``/deny CODE``).
 
 For each platform: its fake receives the approval push with the platform's buttons (checked
 against what the platform accepts), and a press built the way the platform sends it, signed
 as it signs, becomes exactly one run whose request is ``/approve CODE`` from the presser; a
-forged press is 401 and starts nothing. One test per platform goes the whole way with a tool
-that needs approval (a fake Chat Completions model asks for it): the press runs the tool once.
+forged press is 401 and starts nothing; after the press the buttons are gone from the
+message. One test per platform goes the whole way with a tool that needs approval (a fake Chat
+Completions model asks for it): the press runs the tool once.
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ from hosting.models import DeliveryPolicy, PushRequest, ReplyAddress, RunInput, 
 from tests import agent_tools
 from tests.conftest import Stack
 from tests.fakes import TELEGRAM_TOKEN, FakeSlack, FakeTelegram, serve
+from tests.fakes_activity import FakeBotFramework, SigningKeyPair
 from tests.fakes_discord import APPLICATION_ID, BOT_TOKEN, FakeDiscord, public_key_hex
 from tests.fakes_discord import sign_interaction as discord_signed
 from tests.support import eventually
+from tests.test_tck_activity import BOT_ID, activity, bearer, section
 from tests.test_tck_slack import SIGNING_SECRET
 from tests.test_tck_slack import signed as slack_signed
 from tests.test_tck_telegram import SECRET as TELEGRAM_SECRET
@@ -106,8 +109,19 @@ async def discord() -> AsyncIterator[FakeDiscord]:
 
 
 @pytest.fixture
+async def bot() -> AsyncIterator[FakeBotFramework]:
+    async with serve(FakeBotFramework()) as fake:
+        assert isinstance(fake, FakeBotFramework)
+        yield fake
+
+
+@pytest.fixture
 def settings_overrides(
-    model: FakeModel, telegram: FakeTelegram, slack: FakeSlack, discord: FakeDiscord
+    model: FakeModel,
+    telegram: FakeTelegram,
+    slack: FakeSlack,
+    discord: FakeDiscord,
+    bot: FakeBotFramework,
 ) -> dict[str, Any]:
     return {
         "agent": {
@@ -136,6 +150,7 @@ def settings_overrides(
                 "bot_token": BOT_TOKEN,
                 "api_base_url": discord.base_url,
             },
+            "activity": section(bot),
         },
     }
 
@@ -150,15 +165,17 @@ def prompt(code: str = CODE) -> str:
     return approval_prompt(call, code)
 
 
-async def push_approval(stack: Stack, address: ReplyAddress) -> None:
-    """The approval message exactly as a waiting run delivers it."""
+async def push_approval(
+    stack: Stack, address: ReplyAddress, text: str | None = None, phase: str = "approval"
+) -> None:
+    """The approval message exactly as a waiting run delivers it (or another message)."""
     channel: Channel = stack.registry.get(address.channel)
     push = PushRequest(
         idempotency_key=f"approval-{uuid.uuid4().hex}",
         run_id="run/default/x/y",
-        phase="approval",
+        phase=phase,  # type: ignore[arg-type]
         address=address,
-        text=prompt(),
+        text=prompt() if text is None else text,
         created_at=datetime.now(UTC),
         max_age_s=60,
         policy=DeliveryPolicy(timeout_s=5.0),
@@ -240,6 +257,18 @@ async def test_telegram_inline_keyboard_and_a_press_is_one_approve_run(
     )
     replies = await wait_delivered(telegram, 2)
     assert replies[1] == Delivered(str(user), None, INVALID)  # no run waits for this code
+    # The press's answer first took the buttons off the prompt (the callback was answered
+    # in the webhook's answer already).
+    edits = [p for m, p in telegram.calls if m == "editMessageReplyMarkup"]
+    assert edits == [
+        {
+            "chat_id": str(user),
+            "message_id": message["message_id"],
+            "reply_markup": {"inline_keyboard": []},
+        }
+    ]
+    assert "reply_markup" not in telegram.messages[0]  # the buttons are gone
+    assert telegram.messages[0]["text"] == prompt()  # the prompt stays
     last = [p for m, p in telegram.calls if m == "sendMessage"][-1]
     assert last["reply_parameters"]["message_id"] == message["message_id"]  # quotes the prompt
     assert "reply_markup" not in last  # only approval prompts have buttons
@@ -248,6 +277,9 @@ async def test_telegram_inline_keyboard_and_a_press_is_one_approve_run(
         "chat": {"id": user, "type": "private"}, "text": "after"}})  # fmt: skip
     replies = await wait_delivered(telegram, 3)
     assert [r.text for r in replies] == [prompt(), INVALID, "plain: after"]  # the press ran once
+    # The press's address outlives it (a session's home): later pushes leave the prompt be.
+    await push_approval(stack, request.reply_to, "later", phase="response")
+    assert [m for m, _ in telegram.calls].count("editMessageReplyMarkup") == 1
 
 
 async def test_telegram_deny_in_a_group_topic_and_foreign_buttons(
@@ -354,6 +386,18 @@ async def test_slack_block_kit_buttons_and_a_press_is_one_approve_run(
     )
     replies = await wait_delivered(slack, 2)
     assert replies[1] == Delivered(channel, thread, INVALID)
+    # The press's answer first replaced the prompt with itself, without the buttons.
+    [update] = [p for m, p in slack.calls if m == "chat.update"]
+    section = {"type": "section", "text": {"type": "mrkdwn", "text": prompt()}}
+    assert update == {
+        "channel": channel,
+        "ts": message["ts"],
+        "text": prompt(),
+        "blocks": [section],
+    }
+    assert slack.messages[0]["blocks"] == [section]  # the buttons are gone, the prompt stays
+    await push_approval(stack, request.reply_to, "later", phase="response")
+    assert [m for m, _ in slack.calls].count("chat.update") == 1  # only the press's answer
     last = [p for m, p in slack.calls if m == "chat.postMessage"][-1]
     assert "blocks" not in last  # only approval prompts have buttons
 
@@ -377,6 +421,34 @@ async def test_slack_other_interactions_are_acknowledged_and_start_nothing(
         resp = await stack.http.post("/channels/slack", data=bad, headers=form_signed(bad))
         assert resp.status == 400
     assert slack.delivered == []
+
+
+async def test_a_failed_button_removal_never_loses_the_press(
+    stack: Stack, telegram: FakeTelegram, slack: FakeSlack
+) -> None:
+    """The prompt is gone by the time the press is answered (deleted by someone, say): the
+    removal is refused, and the press's answer still arrives, once."""
+    user = ident()
+    await push_approval(stack, ReplyAddress(channel="telegram", user_id=str(user),
+                                            conversation_id=str(user)))  # fmt: skip
+    [asking] = telegram.messages
+    telegram.messages.clear()
+    press = telegram.press(asking, f"approve:{CODE}", user=user, update_id=ident())
+    assert (await post_telegram(stack, press)).status == 200
+    replies = await wait_delivered(telegram, 2)
+    assert replies[1].text == INVALID
+    assert [m for m, _ in telegram.calls].count("editMessageReplyMarkup") == 1
+
+    presser, channel = f"U{ident()}", f"D{ident()}"
+    address = ReplyAddress(channel="slack", user_id=presser, conversation_id=channel)
+    await push_approval(stack, address)
+    [message] = slack.messages
+    slack.messages.clear()
+    body = slack.press(message, "deny", presser)
+    assert (await stack.http.post("/channels/slack", data=body, headers=form_signed(body))).ok
+    replies = await wait_delivered(slack, 2)
+    assert replies[1] == Delivered(channel, None, INVALID)
+    assert [m for m, _ in slack.calls].count("chat.update") == 1
 
 
 # -- Discord -------------------------------------------------------------------------------
@@ -426,7 +498,11 @@ async def test_discord_components_and_a_press_is_one_approve_run(
     resp = await post_discord(stack, body)
     assert resp.status == 200
     assert time.monotonic() - started < 3.0
-    assert await resp.json() == {"type": 6}  # deferred update: the message stays as it is
+    answer = await resp.json()
+    # The answer itself takes the buttons off the pressed message (within the 3 s).
+    assert answer == {"type": 7, "data": {"components": []}}
+    discord.answer_press(message, answer)
+    assert message["components"] == [] and message["content"] == prompt()
     assert (await post_discord(stack, body)).status == 200  # the same interaction: one run
     request = await request_of(stack, run_id)
     assert request.text == f"/approve {CODE}"
@@ -533,8 +609,158 @@ async def test_discord_press_approves_the_waiting_tool(stack: Stack, discord: Fa
     custom_id = asking["components"][0]["components"][0]["custom_id"]
     press = discord.press(asking, custom_id, interaction_id=str(ident()), user=user)
     resp = await post_discord(stack, press)
-    assert await resp.json() == {"type": 6}
+    assert await resp.json() == {"type": 7, "data": {"components": []}}
     await wait_text(discord, "final: ")
+    assert paid_once()
+
+
+# -- Teams ---------------------------------------------------------------------------------
+
+
+def teams_address(bot: FakeBotFramework, user: str, conversation: str) -> ReplyAddress:
+    """Where a personal chat's reply goes, as the channel records it from a message."""
+    extra = {
+        "service_url": bot.base_url,
+        "channel_id": "msteams",
+        "conversation": conversation,
+        "conversation_type": "personal",
+        "bot_id": BOT_ID,
+        "bot_name": "Switchboard",
+    }
+    return ReplyAddress(channel="activity", user_id=user, conversation_id=conversation, extra=extra)
+
+
+def teams_card(code: str = CODE) -> dict[str, Any]:
+    data = {"code": code, "prompt": prompt(code)}
+    return {
+        "type": "AdaptiveCard",
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "version": "1.4",
+        "body": [{"type": "TextBlock", "text": prompt(code), "wrap": True}],
+        "actions": [
+            {"type": "Action.Execute", "title": "Approve", "verb": "approve", "style": "positive",
+             "data": data},
+            {"type": "Action.Execute", "title": "Deny", "verb": "deny", "style": "destructive",
+             "data": data},
+        ],
+    }  # fmt: skip
+
+
+async def post_teams(stack: Stack, body: bytes, token: str) -> Any:
+    return await stack.http.post("/channels/activity", data=body, headers=bearer(token))
+
+
+async def test_teams_adaptive_card_and_a_press_is_one_approve_run(
+    stack: Stack, bot: FakeBotFramework
+) -> None:
+    from channels.activity import message_key
+
+    n = uuid.uuid4().hex[:10]
+    user, presser, conversation = f"29:u-{n}", f"29:p-{n}", f"a:conv-{n}"
+    await push_approval(stack, teams_address(bot, user, conversation))
+    [message] = bot.messages
+    assert message["attachments"] == [
+        {"contentType": "application/vnd.microsoft.card.adaptive", "content": teams_card()}
+    ]
+    assert "text" not in message  # the card shows the prompt; a text would repeat it
+
+    key = f"f:{n}"
+    press = bot.press(message, "approve", user=presser, activity_id=key)
+    run_id = f"run/default/activity/{message_key('msteams', conversation, key)}"
+    # Forged: a token signed by a key Microsoft never published, no token, another audience.
+    for token in (
+        bot.inbound_token(key=SigningKeyPair(kid=bot.key.kid)),
+        "",
+        bot.inbound_token(aud="someone-else"),
+    ):
+        assert (await post_teams(stack, press, token)).status == 401
+    assert not await exists(stack, run_id)
+
+    answered = {k: v for k, v in teams_card().items() if k != "actions"}
+    note = {"type": "TextBlock", "text": f"Answered: /approve {CODE}", "wrap": True}
+    answered["body"] = [*answered["body"], {**note, "isSubtle": True}]
+    for _ in range(2):  # the same invoke delivered twice: one run, the same answer
+        started = time.monotonic()
+        resp = await post_teams(stack, press, bot.inbound_token())
+        assert resp.status == 200
+        assert time.monotonic() - started < 5.0  # Teams' deadline for an invoke's answer
+        answer = await resp.json()
+        assert answer == {"statusCode": 200, "type": "application/vnd.microsoft.card.adaptive",
+                          "value": answered}  # fmt: skip
+    bot.answer_press(message, answer)
+    assert "actions" not in message["attachments"][0]["content"]  # the buttons are gone
+
+    request = await request_of(stack, run_id)
+    assert request.text == f"/approve {CODE}"
+    assert (request.user_id, request.conversation_id, request.is_direct) == (
+        presser,
+        conversation,
+        True,
+    )
+    replies = await wait_delivered(bot, 2)
+    assert replies[1] == Delivered(conversation, None, INVALID)
+    raw_path = next(path for path, _, p in bot.connector_calls if p.get("text") == INVALID)
+    assert raw_path.endswith(f"/activities/{message['id']}")  # under the card
+
+
+async def test_teams_other_card_actions_are_answered_and_start_nothing(
+    stack: Stack, bot: FakeBotFramework
+) -> None:
+    n = uuid.uuid4().hex[:10]
+    await push_approval(stack, teams_address(bot, f"29:u-{n}", f"a:conv-{n}"))
+    [message] = bot.messages
+    press = json.loads(bot.press(message, "approve", user=f"29:p-{n}", activity_id=f"x:{n}"))
+    press["value"]["action"]["verb"] = "vote"
+    resp = await post_teams(stack, json.dumps(press).encode(), bot.inbound_token())
+    answer = await resp.json()
+    assert resp.status == 200 and answer["type"] == "application/vnd.microsoft.activity.message"
+    press["value"] = {"no": "action"}
+    resp = await post_teams(stack, json.dumps(press).encode(), bot.inbound_token())
+    assert resp.status == 400
+    assert bot.delivered == [Delivered(f"a:conv-{n}", None, prompt())]
+
+
+async def test_a_refused_teams_press_keeps_the_card_and_says_why(
+    stack: Stack, bot: FakeBotFramework
+) -> None:
+    """Policy, a busy session and a rate limit answer the invoke with a message to the
+    presser (HTTP 200, as Teams expects of an invoke), never with the buttonless card."""
+    from channels.base import Accepted, InboundHttp
+    from hosting.models import SubmitResult
+
+    n = uuid.uuid4().hex[:10]
+    await push_approval(stack, teams_address(bot, f"29:u-{n}", f"a:conv-{n}"))
+    body = bot.press(bot.messages[-1], "deny", user=f"29:p-{n}", activity_id=f"r:{n}")
+    channel = stack.registry.get("activity")
+    outcome = await channel.receive(
+        InboundHttp("POST", "/channels/activity", bearer(bot.inbound_token()), {}, body,
+                    time.time())
+    )  # fmt: skip
+    assert isinstance(outcome, Accepted) and outcome.request.text == f"/deny {CODE}"
+    busy = SubmitResult(run_id="run/x", accepted=False)
+    for answer in (
+        channel.refuse(outcome.request),
+        channel.too_many(outcome.request, 2.0),
+        channel.acknowledge(outcome.request, busy),
+    ):
+        assert answer.status == 200
+        reply = json.loads(answer.body)
+        assert reply["statusCode"] == 200
+        assert reply["type"] == "application/vnd.microsoft.activity.message"
+        assert isinstance(reply["value"], str) and reply["value"]
+
+
+async def test_teams_press_approves_the_waiting_tool(stack: Stack, bot: FakeBotFramework) -> None:
+    n = uuid.uuid4().hex[:10]
+    user, conversation = f"29:u-{n}", f"a:conv-{n}"
+    ask = activity(bot, key=f"m:{n}", user=user, conversation=conversation, text=PAYMENT)
+    assert (await post_teams(stack, ask, bot.inbound_token())).status == 200
+    await wait_text(bot, "Reply /approve")
+    asking = next(m for m in bot.messages if "attachments" in m)
+    press = bot.press(asking, "approve", user=user, activity_id=f"p:{n}")
+    resp = await post_teams(stack, press, bot.inbound_token())
+    assert (await resp.json())["type"] == "application/vnd.microsoft.card.adaptive"
+    await wait_text(bot, "final: ")
     assert paid_once()
 
 
@@ -589,8 +815,8 @@ async def test_web_chat_buttons_send_the_command(client: Client, browser: Browse
         # The press is the person's next message, through the page's own send path.
         await expect(page.locator(".bubble.me").nth(1)).to_have_text("/approve ABC123")
         await expect(page.locator(".bubble.agent").nth(1)).to_have_text(INVALID, timeout=20_000)
-        await expect(approve).to_be_disabled()
-        await expect(deny).to_be_disabled()
+        # Pressed: the buttons are gone from that reply, and stay gone.
+        await expect(first.locator(".approval")).to_have_count(0)
         assert await page.locator(".turn").nth(1).locator(".approval").count() == 0
 
         # A run waiting for approval shows its question (action_text) with the buttons, and
@@ -608,6 +834,7 @@ async def test_web_chat_buttons_send_the_command(client: Client, browser: Browse
         assert await page.locator("#log b").count() == 0
         await waiting.locator(".approval button", has_text="Deny").click()
         await expect(page.locator(".bubble.me").last).to_have_text("/deny ZX9Q7M")
+        await expect(waiting.locator(".approval")).to_have_count(0)  # gone once pressed
         await page.evaluate(
             """() => updateTurn(document.querySelector('.turn[data-message-id="waiting"]'),
                                 { status: "in_progress", output_text: null })"""

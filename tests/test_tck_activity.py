@@ -435,6 +435,7 @@ async def test_message_becomes_a_request_with_claims_and_a_conversation_referenc
     assert request.reply_to.extra == {
         "service_url": bot.base_url, "channel_id": "msteams", "conversation": conv,
         "bot_id": BOT_ID, "bot_name": BOT_NAME, "tenant_id": TENANT,
+        "conversation_type": "personal",  # streaming exists in personal chats only
     }  # fmt: skip
     group = activity(bot, key=key, user=user, conversation="19:g@thread.v2", text="all",
                      kind="groupChat")  # fmt: skip

@@ -159,6 +159,7 @@ class AgentRunWorkflow:
                     non_retryable_error_types=[AGENT_REJECTED],
                 ),
             )
+            live = reply.live_message  # shown as it grew, where the reply lands first
             if reply.tool_calls:  # only with [agent] tools: the loop runs here, step by step
                 reply = await ToolLoop(inp, agent_request, self).finish(reply)
             elif reply.approval_requests:  # an agent_framework agent paused for the person
@@ -202,6 +203,7 @@ class AgentRunWorkflow:
                         echo=request.text
                         if opts.echo_input and destination_key(address) != destination_key(origin)
                         else None,
+                        live=live if destination_key(address) == destination_key(origin) else None,
                     )
                     for address in destinations
                 )
@@ -221,6 +223,7 @@ class AgentRunWorkflow:
         *,
         phase: Literal["response", "approval"] = "response",
         key_suffix: str = "",
+        live: str | None = None,
     ) -> None:
         """Push one reply (after the user's input, for ``echo_input`` elsewhere) with the run's
         retry schedule; what cannot be delivered is kept as a dead letter for replay."""
@@ -239,6 +242,7 @@ class AgentRunWorkflow:
                 created_at=self._created_at,
                 max_age_s=policy.max_age_s,
                 policy=policy,
+                live_message=live if phase == "response" else None,
             )
             for phase, body in phases
         ]

@@ -45,6 +45,7 @@ function approvalCode(text) {
 // person's next message, exactly as if they had typed it.
 function updateApproval(turn, reply, code) {
   let actions = turn.querySelector('[data-role="approval"]');
+  if (code && turn.dataset.answered === code) code = null;  // pressed: gone for good
   if (!code) { if (actions) actions.remove(); return; }
   if (actions && actions.dataset.code === code) return;
   if (actions) actions.remove();
@@ -55,7 +56,8 @@ function updateApproval(turn, reply, code) {
     const button = el("button", style, label);
     button.type = "button";
     button.addEventListener("click", () => {
-      for (const b of actions.querySelectorAll("button")) b.disabled = true;
+      turn.dataset.answered = code;
+      actions.remove();
       send(`/${command} ${code}`);
     });
     actions.append(button);
