@@ -1,5 +1,5 @@
-"""Chat commands every channel understands (``/link``, ``/unlink``, ``/approve``, ``/deny``),
-parsed purely.
+"""Chat commands every channel understands (``/link``, ``/unlink``, ``/approve``, ``/deny``,
+``/schedules``, ``/unschedule``), parsed purely.
 
 Here, in the core, because the gateway (link codes, refused check-in prompts), the activities
 (a check-in prompt made by the agent's tool) and the run workflow must read them alike.
@@ -12,9 +12,9 @@ from typing import Literal, cast
 
 from hosting.models import Frozen
 
-CommandName = Literal["link", "unlink", "approve", "deny"]
+CommandName = Literal["link", "unlink", "approve", "deny", "schedules", "unschedule"]
 _COMMAND = re.compile(
-    r"^/(link|unlink|approve|deny)(?:@[A-Za-z0-9_]+)?(?:\s+(\S+))?\s*$",
+    r"^/(link|unlink|approve|deny|schedules|unschedule)(?:@[A-Za-z0-9_]+)?(?:\s+(\S+))?\s*$",
     re.IGNORECASE,
 )
 
@@ -25,8 +25,8 @@ class Command(Frozen):
 
 
 def parse_command(text: str) -> Command | None:
-    """``/link``, ``/link CODE``, ``/unlink``, ``/approve CODE``, ``/deny CODE``
-    (``/cmd@botname`` too); anything else is chat."""
+    """``/link``, ``/link CODE``, ``/unlink``, ``/approve CODE``, ``/deny CODE``,
+    ``/schedules``, ``/unschedule ID`` (``/cmd@botname`` too); anything else is chat."""
     match = _COMMAND.match(text.strip())
     if not match:
         return None
