@@ -83,6 +83,7 @@ class NewCheckIn:
     spec: CheckInSpec
     caller: str  # a ``[messages]`` caller's name, or AGENT_CALLER
     key: str | None = None  # idempotency key, scoped to the caller
+    by_agent: bool = False  # made by the agent's tool: the person owns it, no caller does
 
 
 def person_key(settings: Settings, channel: Channel, user_id: str, conversation_id: str) -> str:
@@ -275,17 +276,18 @@ async def create_check_in(
     try:
         if new.key is not None:
             check_component(new.key, "Idempotency-Key")
-        public_id = ID_PREFIX + tuple_key(new.caller, new.key or uuid.uuid4().hex)
+        # Three parts for the agent's: no API caller's (caller, key) can spell its id.
+        parts = (new.caller, "tool") if new.by_agent else (new.caller,)
+        public_id = ID_PREFIX + tuple_key(*parts, new.key or uuid.uuid4().hex)
         sid = schedule_id(tenant, public_id)
         key = person_key(settings, channel, to.user_id, to.conversation_id or to.user_id)
         session = session_workflow_id(tenant, key)
     except InvalidKey as exc:
         raise CheckInRefused(400, "invalid_request", str(exc)) from None
     hashed = identity_hash(settings.security.identity_key_bytes(), key)
-    agent = new.caller == AGENT_CALLER
     if new.key is not None:
         # The agent's key is its tool call's (unique to the run): the person owns the result.
-        retry = Owner(identity=hashed) if agent else Owner(caller=new.caller)
+        retry = Owner(identity=hashed) if new.by_agent else Owner(caller=new.caller)
         if await owned_schedule(client, tenant, public_id, retry):
             return public_id
     if to.conversation_id is None and home_known is not None and not await home_known(session):
@@ -348,7 +350,7 @@ async def _start(
         "caller": new.caller,
         "spec": new.spec.spec_label(),
     }
-    if new.caller == AGENT_CALLER:
+    if new.by_agent:
         memo["via"] = AGENT_CALLER
     await client.create_schedule(
         sid,

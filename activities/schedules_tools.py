@@ -95,6 +95,7 @@ class CheckInTools:
             caller=AGENT_CALLER,
             # The call's own key: a retried call finds the check-in its first attempt made.
             key=tuple_key(context.idempotency_key),
+            by_agent=True,
         )
         channel = self._registry.get(who.channel)
         try:

@@ -16,19 +16,24 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from temporalio.client import ScheduleHandle
+from temporalio.client import Client, ScheduleHandle
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.schedules_tools import NO_CONVERSATION, CheckInTools, check_in_tools
+from activities.tools import ToolContext
+from channels.registry import build_registry
 from hosting import search_attributes as sa
 from hosting.commands import Command, parse_command
 from hosting.ids import identity_hash
-from hosting.models import PushRequest, RunView
+from hosting.models import Identity, PushRequest, ReplyAddress, RunView
+from hosting.settings import ConfigError
 from tests.conftest import Stack, temporal_address
 from tests.support import CODEC_KEY, SIGNING_KEY, eventually, make_settings, session_id
 from tests.test_replay import each, replayer
@@ -336,3 +341,49 @@ async def test_schedules_and_unschedule_in_the_chat(stack: Stack, model: CheckIn
     # Commands never reach the model, not even as the transcript of later turns.
     assert model.requests
     assert all("/schedules" not in json.dumps(r["messages"]) for r in model.requests)
+
+
+async def test_a_retried_tool_call_makes_one_check_in(stack: Stack) -> None:
+    pat = person()
+    await say(stack, "hello", pat)
+    tools = CheckInTools(stack.client, stack.settings, stack.registry)
+    who = Identity(
+        channel="loopback",
+        user_id=pat,
+        address=ReplyAddress(channel="loopback", user_id=pat, conversation_id=pat),
+        session_id=session_id("loopback", pat),
+    )
+    context = ToolContext(
+        idempotency_key="run/default/loopback/m1:call_0",
+        run_id="run/default/loopback/m1",
+        call_id="call_0",
+        attempt=1,
+        caller=who,
+    )
+    first = await tools.schedule_check_in(prompt="Tea?", cron="0 16 * * *", context=context)
+    again = await tools.schedule_check_in(
+        prompt="Tea?", cron="0 16 * * *", context=replace(context, attempt=2)
+    )
+    assert first == again
+    public_id = json.loads(first)["id"]
+
+    async def visible() -> bool:
+        return public_id in await listed_for(stack, pat)
+
+    await eventually(visible, timeout=30)
+    assert await listed_for(stack, pat) == {public_id}
+    # Without a person to act for, nothing is made.
+    alone = replace(context, caller=None, idempotency_key="run/x:call_1")
+    assert await tools.schedule_check_in(prompt="Tea?", every_s=60, context=alone) == (
+        NO_CONVERSATION
+    )
+    assert await tools.list_check_ins(context=alone) == NO_CONVERSATION
+    assert json.loads(await tools.cancel_check_in(id=public_id, context=context))["deleted"]
+
+
+async def test_the_tools_need_the_openai_agent(client: Client) -> None:
+    settings = make_settings("tq", "127.0.0.1:1", schedules={"agent_tool": True})
+    with pytest.raises(ConfigError, match="schedules.agent_tool"):
+        check_in_tools(client, settings, build_registry(settings))
+    off = make_settings("tq", "127.0.0.1:1")
+    assert check_in_tools(client, off, build_registry(off)) == []
