@@ -43,6 +43,7 @@ from hosting.checkins import (
     MIN_CATCHUP_S,
     CheckInRefused,
     CheckInSpec,
+    public_id_of,
     refusal,
     schedule_spec,
 )
@@ -196,7 +197,7 @@ async def list_check_ins(
         recent = list(info.recent_actions) if info else []
         found.append(
             {
-                "id": entry.id.rsplit("/", 1)[-1],
+                "id": public_id_of(entry.id),
                 "object": "schedule",
                 "caller": await entry.memo_value("caller", default=None),
                 "channel": entry.typed_search_attributes.get(sa.CHANNEL),
