@@ -26,7 +26,8 @@ from activities.agent_backends import build_backend
 from activities.delivery import DeliveryActivities
 from activities.linking import LinkActivities
 from activities.redelivery import RedeliveryActivities
-from activities.schedules import CheckInActivities
+from activities.schedules import CheckInActivities, OwnCheckInActivities
+from activities.schedules_tools import check_in_tools
 from activities.tools import ToolActivities, ToolRegistry
 from channels.catalog import load_settings
 from channels.registry import ChannelRegistry, build_registry
@@ -87,7 +88,8 @@ async def build_worker(
 ) -> AsyncIterator[Worker]:
     """A configured worker with its HTTP session; the caller runs it."""
     registry = registry if registry is not None else build_registry(settings)
-    tools = ToolRegistry(settings.agent)  # imports the tools: a bad one stops start-up here
+    # Imports the tools: a bad one stops start-up here. [schedules] agent_tool adds its own.
+    tools = ToolRegistry(settings.agent, check_in_tools(client, settings, registry))
     async with aiohttp.ClientSession() as http:
         agent = AgentActivities(
             build_backend(settings.agent, http, tools),
@@ -102,6 +104,7 @@ async def build_worker(
         # A check-in enters its session through the gateway's own intake code.
         check_ins = CheckInActivities(partial(fire_check_in, client, settings, registry))
         tool_calls = ToolActivities(tools, client)
+        own_check_ins = OwnCheckInActivities(client, settings, registry)
         yield Worker(
             client,
             task_queue=task_queue or settings.temporal.task_queue,
@@ -117,6 +120,8 @@ async def build_worker(
                 linking.confirm_link,
                 redelivery.load_dead_letter,
                 check_ins.submit_check_in,
+                own_check_ins.list_own_check_ins,
+                own_check_ins.delete_own_check_in,
             ],
             workflow_runner=workflow_runner(),
             # Runs by status and time to first delta; tracing comes with the client.

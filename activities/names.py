@@ -16,3 +16,7 @@ AGENT_PROGRESS_SIGNAL = "agent_progress"
 
 # A tool the model named that cannot run as asked (unknown, bad arguments): never retried.
 TOOL_REFUSED = "ToolRefused"
+
+# The workflow each check-in's Temporal Schedule starts. The schedule is made by activities
+# too (the agent's check-in tool), which may not import workflows, so it is named here.
+CHECKIN_WORKFLOW = "CheckInWorkflow"

@@ -15,7 +15,7 @@ import importlib
 import inspect
 import json
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ from hosting.ids import approval_workflow_id
 from hosting.models import (
     ApprovalAnswer,
     ApprovalOutcome,
+    Identity,
     ToolCall,
     ToolInvocation,
     ToolLoopLimits,
@@ -51,6 +52,8 @@ class ToolContext:
     run_id: str
     call_id: str
     attempt: int
+    # Who the run is for (None: a run with no conversation); tools acting for the person.
+    caller: Identity | None = None
 
 
 class Tool:
@@ -113,10 +116,13 @@ class Tool:
 class ToolRegistry:
     """The tools of ``[agent]`` and the policy each call of them gets."""
 
-    def __init__(self, settings: AgentSettings) -> None:
+    def __init__(self, settings: AgentSettings, builtin: Sequence[Callable[..., Any]] = ()) -> None:
+        """``builtin``: tools the deployment adds itself (bound methods, say), after those of
+        ``[agent] tools``."""
         self.tools: dict[str, Tool] = {}
-        for target in settings.tools:
-            tool = Tool(target, _load(target))
+        loaded = [(target, _load(target)) for target in settings.tools]
+        for target, fn in [*loaded, *((f"builtin:{f.__name__}", f) for f in builtin)]:
+            tool = Tool(target, fn)
             if tool.name in self.tools:
                 raise ConfigError(f"agent.tools: two tools are named {tool.name!r}")
             self.tools[tool.name] = tool
@@ -193,6 +199,7 @@ class ToolActivities:
                 run_id=invocation.run_id,
                 call_id=call.call_id,
                 attempt=activity.info().attempt,
+                caller=invocation.caller,
             )
         if tool.is_async:
             task = asyncio.ensure_future(tool.fn(**kwargs))

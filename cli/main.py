@@ -446,7 +446,7 @@ def cmd_keys_rotate(args: argparse.Namespace) -> Report:
 
 
 async def _schedules_list(settings: Settings) -> Report:
-    from routes.schedules import list_check_ins
+    from activities.schedules_store import list_check_ins
 
     client = await _client(settings)
     found = await list_check_ins(client, settings.gateway.tenant)
@@ -468,11 +468,12 @@ def cmd_schedules_list(args: argparse.Namespace) -> Report:
 
 
 async def _schedules_change(settings: Settings, given: str, change: str) -> Report:
-    from routes.schedules import apply_change, owned_schedule, public_id_of
+    from activities.schedules_store import apply_change, owned_schedule
+    from hosting.checkins import public_id_of
 
     client = await _client(settings)
     public_id = public_id_of(given)  # ``sch_…`` or the whole ``schedule/{tenant}/sch_…``
-    handle = await owned_schedule(client, settings.gateway.tenant, public_id, None)
+    handle = await owned_schedule(client, settings.gateway.tenant, public_id)
     if handle is None:
         return Report({"id": public_id}, code=1, error=f"switchboard: {given}: no such schedule")
     answer = await apply_change(handle, change, note=f"{change} by an operator")

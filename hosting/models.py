@@ -369,6 +369,9 @@ class ToolInvocation(Versioned):
     run_id: str
     call: ToolCall
     idempotency_key: str  # ``{run_id}:{call_id}``: the tool's key for its own side effects
+    # The person whose message started the run (None for a run with no conversation): tools
+    # that act for them, like ``schedule_check_in``, act as them.
+    caller: Identity | None = None
 
 
 class ApprovalStart(Versioned):
@@ -563,3 +566,28 @@ class CheckInResult(Frozen):
 
     outcome: CheckInOutcome
     run_id: str | None = None
+
+
+class CheckInQuery(Versioned):
+    """``/schedules`` or ``/unschedule ID`` from one account: the check-ins that reach the
+    person (found by their keyed identity hash), or the one of them with ``public_id``."""
+
+    owner: Identity
+    public_id: str | None = None
+
+
+class CheckInSummary(Frozen):
+    """One check-in as its person sees it: metadata only, never the prompt."""
+
+    id: str
+    spec: dict[str, str | int] = Field(default_factory=dict)
+    next_at: datetime | None = None
+    paused: bool = False
+
+
+class CheckInListing(Frozen):
+    check_ins: list[CheckInSummary] = Field(default_factory=list)
+
+
+class CheckInRemoved(Frozen):
+    deleted: bool  # False: unknown, or someone else's (both look the same)

@@ -395,6 +395,11 @@ class SchedulesSettings(_Section):
     max_per_identity: int = Field(
         default=20, ge=1, le=1000, description="schedules one person may have; beyond, 422"
     )
+    agent_tool: bool = Field(
+        default=False,
+        description="give the openai agent the schedule_check_in, list_check_ins and "
+        "cancel_check_in tools, acting for the person it talks to",
+    )
 
 
 class Settings(BaseSettings):

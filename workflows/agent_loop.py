@@ -223,6 +223,7 @@ class ToolLoop:
                     run_id=self._inp.run_id,
                     call=call,
                     idempotency_key=f"{self._inp.run_id}:{call.call_id}",
+                    caller=self._caller(),
                 ),
                 start_to_close_timeout=timedelta(seconds=call.timeout_s),
                 schedule_to_close_timeout=self._remaining(),
@@ -249,6 +250,18 @@ class ToolLoop:
                 why += " (it is not retried, since it may not be safe to repeat)"
             return ToolResult(call_id=call.call_id, content=f"error: {why}", ok=False)
         return result
+
+    def _caller(self) -> Identity | None:
+        """The person the run is for, whom tools like ``schedule_check_in`` act for."""
+        request = self._inp.submit.request
+        if self._inp.session_id is None:
+            return None
+        return Identity(
+            channel=request.channel,
+            user_id=request.user_id,
+            address=request.reply_to,
+            session_id=self._inp.session_id,
+        )
 
     async def _approval(self, call: ToolCall, limits: ToolLoopLimits) -> ToolResult | None:
         """Waits for the person; ``None`` when they approved, else the result the model gets."""

@@ -1,29 +1,11 @@
-"""Chat commands every channel understands (``/link``, ``/unlink``, ``/approve``, ``/deny``),
-parsed purely."""
+"""Chat commands every channel understands, as the run workflow reads them.
+
+The parser is pure and lives in :mod:`hosting.commands`, so the gateway and the activities
+(which may not import workflows) read a message exactly as the run does.
+"""
 
 from __future__ import annotations
 
-import re
-from typing import Literal, cast
+from hosting.commands import Command, CommandName, parse_command
 
-from hosting.models import Frozen
-
-CommandName = Literal["link", "unlink", "approve", "deny"]
-_COMMAND = re.compile(
-    r"^/(link|unlink|approve|deny)(?:@[A-Za-z0-9_]+)?(?:\s+(\S+))?\s*$", re.IGNORECASE
-)
-
-
-class Command(Frozen):
-    name: CommandName
-    argument: str | None = None
-
-
-def parse_command(text: str) -> Command | None:
-    """``/link``, ``/link CODE``, ``/unlink``, ``/approve CODE``, ``/deny CODE`` (``/cmd@botname``
-    too); anything else is chat."""
-    match = _COMMAND.match(text.strip())
-    if not match:
-        return None
-    name = cast(CommandName, match.group(1).lower())
-    return Command(name=name, argument=match.group(2))
+__all__ = ["Command", "CommandName", "parse_command"]

@@ -49,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
     from hosting.targets import destination_key, destination_label, resolve
     from workflows import names
     from workflows.agent_loop import ToolLoop, TurnExpired
+    from workflows.checkin import SCHEDULE_COMMANDS_PATCH, schedule_command
     from workflows.commands import Command, parse_command
     from workflows.framework_turn import FrameworkTurn
     from workflows.ledger import DeliveryLedger
@@ -122,6 +123,12 @@ class AgentRunWorkflow:
             command is not None
             and command.name in ("approve", "deny")
             and not workflow.patched("approval-commands")
+        ):
+            command = None  # recorded before these were commands: it was chat then
+        if (
+            command is not None
+            and command.name in ("schedules", "unschedule")
+            and not workflow.patched(SCHEDULE_COMMANDS_PATCH)
         ):
             command = None  # recorded before these were commands: it was chat then
         self._is_command = command is not None
@@ -320,6 +327,19 @@ class AgentRunWorkflow:
         """``/link``, ``/link CODE`` and ``/unlink``; the answer is the run's reply."""
         if command.name in ("approve", "deny"):
             return await self._approval_command(inp, command)
+        if command.name in ("schedules", "unschedule"):
+            request = inp.submit.request
+            owner = (
+                Identity(
+                    channel=request.channel,
+                    user_id=request.user_id,
+                    address=request.reply_to,
+                    session_id=inp.session_id,
+                )
+                if inp.session_id is not None
+                else None
+            )
+            return await schedule_command(owner, command)
         policy = inp.submit.options.linking
         request = inp.submit.request
         if not policy.enabled:
