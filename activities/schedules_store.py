@@ -144,10 +144,6 @@ def _memo_reader(entry: Any) -> Callable[[str], Awaitable[Any]]:
     return read
 
 
-def _quoted(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 async def last_outcome(client: Client, recent: list[ScheduleActionResult]) -> dict[str, Any] | None:
     """The newest firing: when it was due, its workflow's status and what it did."""
     if not recent:
@@ -184,9 +180,9 @@ async def list_check_ins(
     """Check-ins of a tenant, optionally of one caller or person: metadata only (id, caller,
     spec, next firing, paused, last outcome). Visibility is eventually consistent: a schedule
     made a moment ago may be missing still."""
-    query = f"{sa.TENANT.name} = {_quoted(tenant)}"
+    query = f"{sa.TENANT.name} = {sa.visibility_literal(tenant)}"
     if owner.identity is not None:
-        query += f" AND {sa.IDENTITY_HASH.name} = {_quoted(owner.identity)}"
+        query += f" AND {sa.IDENTITY_HASH.name} = {sa.visibility_literal(owner.identity)}"
     found: list[dict[str, Any]] = []
     async for entry in await client.list_schedules(query):
         if not await _owned_by(owner, _memo_reader(entry), entry.typed_search_attributes):

@@ -22,7 +22,6 @@ from hosting.models import (
     SessionLinks,
 )
 from hosting.settings import Settings
-from routes.schedules import _quoted as visibility_literal
 from routes.watch import read_view
 from workflows.redelivery import RedeliveryWorkflow
 from workflows.session import SessionWorkflow
@@ -103,7 +102,7 @@ async def purge_identity(client: Client, settings: Settings, session_id: str) ->
     dead letters and its scheduled check-ins, all found by their keyed hash."""
     key = session_id.split("/", 2)[2]
     hashed = identity_hash(settings.security.identity_key_bytes(), key)
-    query = f'{sa.IDENTITY_HASH.name} = "{hashed}"'
+    query = f"{sa.IDENTITY_HASH.name} = {sa.visibility_literal(hashed)}"
     deleted: list[str] = []
     async for wf in client.list_workflows(query):
         await _delete(client, wf.id, wf.run_id)
@@ -112,7 +111,7 @@ async def purge_identity(client: Client, settings: Settings, session_id: str) ->
     owners = [wid for wid in deleted if not wid.startswith(("session/", REDELIVERY_PREFIX))]
     for i in range(0, len(owners), REPLAYS_PER_QUERY):
         prefixes = " OR ".join(
-            f"WorkflowId STARTS_WITH {visibility_literal(redelivery_workflow_id(wid, ''))}"
+            f"WorkflowId STARTS_WITH {sa.visibility_literal(redelivery_workflow_id(wid, ''))}"
             for wid in owners[i : i + REPLAYS_PER_QUERY]
         )
         async for wf in client.list_workflows(

@@ -29,3 +29,8 @@ def dev_server_flags() -> list[str]:
     for key in ALL:
         flags += ["--search-attribute", f"{key.name}=Keyword"]
     return flags
+
+
+def visibility_literal(value: str) -> str:
+    """A string quoted for a visibility query, so a value can never end the literal early."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
