@@ -8,6 +8,7 @@ asks for those tools one step at a time and then answers ``final: <every tool re
 from __future__ import annotations
 
 import json
+import os
 import re
 import uuid
 from collections import Counter
@@ -19,10 +20,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from temporalio.api.enums.v1 import EventType
 
+from hosting.ids import approval_workflow_id
 from hosting.models import PushRequest, RunView, ToolInvocation
 from tests import agent_tools
 from tests.conftest import Stack
 from tests.support import eventually
+from tests.test_linking import session_of
 from worker import build_worker
 
 CODE = re.compile(r"/approve ([A-Z2-9]{6})\b")
@@ -313,3 +316,29 @@ async def test_a_worker_restart_between_steps_repeats_no_tool_call(
     kinds, call_ids = await scheduled(stack, run_id)
     assert call_ids == ["call_0", "call_1"]  # each tool call scheduled exactly once
     assert kinds["model_step"] == 2
+
+
+async def test_a_tool_run_with_an_approval_replays(stack: Stack, person: str) -> None:
+    """A weather call, an approval and a payment: the run, its approval workflow and the
+    session replay (``SWITCHBOARD_RECORD_HISTORIES=<tag>`` records them next to the others)."""
+    from tests.test_replay import HISTORIES, RECORD_TAG, each, replayer
+
+    run_id, code = await ask_for_payment(stack, person, first='lookup_weather {"city": "Rome"}')
+    await say(stack, f"/approve {code}", person)
+
+    async def closed() -> bool:
+        desc = await stack.client.get_workflow_handle(run_id).describe()
+        return desc.close_time is not None
+
+    await eventually(closed, timeout=60)
+    session = await session_of(stack, run_id)
+    ids = [run_id, session, approval_workflow_id(session, code)]
+    histories = [await stack.client.get_workflow_handle(wid).fetch_history() for wid in ids]
+    result = await replayer().replay_workflows(each(histories), raise_on_replay_failure=False)
+    assert result.replay_failures == {}
+    if os.environ.get("SWITCHBOARD_RECORD_HISTORIES"):
+        for kind, history in zip(
+            ("tools_run", "tools_session", "tools_approval"), histories, strict=True
+        ):
+            name = f"{RECORD_TAG}_{kind}.json" if RECORD_TAG else f"{kind}.json"
+            (HISTORIES / name).write_text(history.to_json())
