@@ -342,3 +342,40 @@ async def test_a_tool_run_with_an_approval_replays(stack: Stack, person: str) ->
         ):
             name = f"{RECORD_TAG}_{kind}.json" if RECORD_TAG else f"{kind}.json"
             (HISTORIES / name).write_text(history.to_json())
+
+
+async def test_a_linked_account_on_another_channel_can_approve(stack: Stack, person: str) -> None:
+    from tests.support import session_id
+    from tests.test_linking import links, new_code, webhook_say
+
+    other = f"{person}-w"
+    code = await new_code(stack, person)
+    await webhook_say(stack, f"/link {code}", user=other)
+    [linked] = await stack.receiver.wait_for(1)
+    assert str(linked["text"]).startswith("Linked with your loopback account")
+
+    async def aliased() -> bool:
+        return (await links(stack, session_id("webhook", other))).alias_of is not None
+
+    await eventually(aliased)
+    run_id = await say(stack, 'use send_payment {"amount": 5, "to": "bob"}', person)
+    prompt = await next_push(stack, 2)
+    assert prompt.phase == "approval" and prompt.run_id == run_id
+    match = CODE.search(prompt.text)
+    assert match
+    approval = match.group(1)
+
+    # A person on the other channel who is not linked: refused, and nothing changes.
+    await webhook_say(stack, f"/approve {approval}", user=f"stranger-{person}")
+    refused = await stack.receiver.wait_for(2)
+    assert refused[-1]["text"] == "That approval code is not valid or has expired."
+    assert (await view(stack, run_id)).pending_tool == "send_payment"
+    assert agent_tools.calls == []
+
+    # The same person's linked account answers from its own channel.
+    await webhook_say(stack, f"/approve {approval}", user=other)
+    answered = await stack.receiver.wait_for(3)
+    assert answered[-1]["text"] == "Approved: the agent goes on."
+    final = await next_push(stack, 3)  # the reply goes where the run started
+    assert final.run_id == run_id and final.text.startswith('final: {"paid": 5')
+    assert [name for name, _ in agent_tools.calls] == ["send_payment"]
