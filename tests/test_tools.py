@@ -379,3 +379,26 @@ async def test_a_linked_account_on_another_channel_can_approve(stack: Stack, per
     final = await next_push(stack, 3)  # the reply goes where the run started
     assert final.run_id == run_id and final.text.startswith('final: {"paid": 5')
     assert [name for name, _ in agent_tools.calls] == ["send_payment"]
+
+
+async def test_the_next_turn_sees_a_turn_that_waited_for_approval(
+    stack: Stack, person: str, model: FakeModel
+) -> None:
+    run_id, code = await ask_for_payment(stack, person)
+    await say(stack, f"/approve {code}", person)
+
+    async def closed() -> bool:  # the run hands its turn to the session before it closes
+        desc = await stack.client.get_workflow_handle(run_id).describe()
+        return desc.close_time is not None
+
+    await eventually(closed, timeout=60)
+    answer = (await view(stack, run_id)).output_text
+    assert answer is not None and answer.startswith('final: {"paid": 5')
+    await say(stack, "and now?", person)
+    await stack.loopback.outbox.wait_for(4)  # prompt, "Approved", the answer, this reply
+    later = model.requests[-1]["messages"]
+    assert later[-1] == {"role": "user", "content": "and now?"}
+    turns = [(m["role"], m["content"]) for m in later if m["role"] in ("user", "assistant")]
+    assert ("user", 'use send_payment {"amount": 5, "to": "bob"}') in turns
+    assert ("assistant", answer) in turns
+    assert not any("/approve" in str(text) for _, text in turns)  # commands stay out

@@ -16,7 +16,7 @@ from typing import Literal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, CancelledError, TimeoutError
+from temporalio.exceptions import ActivityError, CancelledError, FailureError, TimeoutError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -58,6 +58,9 @@ with workflow.unsafe.imports_passed_through():
 # redeliveries carried no delivery state of their own; with it, they close when done and their
 # result is what readers read.
 RUNS_CLOSE_PATCH = "runs-close"
+# ``workflow.patched`` id: a run that released its session early (it waited for a person) hands
+# its user text and final answer to the session when it finishes, so later turns see them.
+LATE_TURN_PATCH = "late-turn"
 
 
 @dataclass
@@ -379,7 +382,11 @@ class AgentRunWorkflow:
         """Tell the session this run is done with it: when it finished, or earlier, when it
         waits for a person (``released``: the session runs its next message meanwhile, and
         this turn's answer does not join the transcript)."""
-        if inp.session_id is None or (self._released and not released):
+        if inp.session_id is None:
+            return
+        if self._released and not released:
+            if self._output is not None and workflow.patched(LATE_TURN_PATCH):
+                await self._late_turn(inp.session_id, inp)
             return
         # By name: the session module imports this one (sessions start runs), so a typed
         # reference back would be a circular import.
@@ -399,6 +406,24 @@ class AgentRunWorkflow:
                 unlink_all=self._command_effects.unlink_all,
             ),
         )
+
+    async def _late_turn(self, session_id: str, inp: RunInput) -> None:
+        """The answer of a released turn joins the session's transcript, later than its turn
+        would have: turns that ran meanwhile did not see it."""
+        handle = workflow.get_external_workflow_handle(session_id)
+        try:
+            await handle.signal(
+                names.LATE_TURN_SIGNAL,
+                RunFinished(
+                    run_id=inp.run_id,
+                    status=self._status,
+                    user_text=inp.submit.request.text,
+                    reply_text=self._output,
+                ),
+            )
+        except FailureError:
+            # The session has ended meanwhile (idle): there is no transcript left to join.
+            workflow.logger.warning("late turn not recorded: the session is gone")
 
     def _set_status(self, status: RunStatus) -> None:
         self._status = status
