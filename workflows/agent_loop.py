@@ -44,11 +44,17 @@ with workflow.unsafe.imports_passed_through():
         Identity,
         RunInput,
         ToolCall,
+        ToolCallPhase,
+        ToolCallState,
         ToolExchange,
         ToolInvocation,
         ToolLoopLimits,
         ToolResult,
     )
+
+# ``workflow.patched`` id: a run without a session (a one-off Responses API call) asks for
+# approval too, scoped by its own id; before it, such a call was refused.
+APPROVAL_WITHOUT_SESSION_PATCH = "approval-without-session"
 
 # Unambiguous characters (no 0/O, 1/I/L): people copy these codes by hand.
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
@@ -66,6 +72,8 @@ class ApprovalHost(Protocol):
     async def awaiting_approval(self, tool: str, code: str, prompt: str) -> None: ...
 
     def approval_settled(self) -> None: ...
+
+    def tool_progress(self, calls: list[ToolCallState]) -> None: ...
 
 
 def approval_prompt(call: ToolCall, code: str) -> str:
@@ -87,6 +95,7 @@ class ToolLoop:
         self._inp = inp
         self._request = request
         self._host = host
+        self._calls: list[ToolCallState] = []
         opts = inp.submit.options
         self._deadline: datetime = workflow.now() + timedelta(seconds=opts.max_duration_s)
 
@@ -137,6 +146,32 @@ class ToolLoop:
             refusal = await self._approval(call, limits)
             if refusal is not None:
                 return refusal
+            self._progress("calling")
+        else:
+            self._begin(call, "calling")
+        result = await self._call(call)
+        self._progress("completed" if result.ok else "failed")
+        return result
+
+    def _begin(self, call: ToolCall, phase: ToolCallPhase, **approval: str) -> None:
+        """A call starts (or starts waiting): a new entry, since a model may reuse call ids
+        across steps. Calls run one at a time, so the last entry is the call in hand."""
+        self._calls.append(
+            ToolCallState(
+                call_id=call.call_id,
+                name=call.name,
+                arguments=call.arguments,
+                phase=phase,
+                **approval,
+            )
+        )
+        self._host.tool_progress(list(self._calls))
+
+    def _progress(self, phase: ToolCallPhase) -> None:
+        self._calls[-1] = self._calls[-1].model_copy(update={"phase": phase})
+        self._host.tool_progress(list(self._calls))
+
+    async def _call(self, call: ToolCall) -> ToolResult:
         try:
             result: ToolResult = await workflow.execute_activity_method(
                 ToolActivities.call_tool,
@@ -175,6 +210,8 @@ class ToolLoop:
         """Waits for the person; ``None`` when they approved, else the result the model gets."""
         session_id = self._inp.session_id
         request = self._inp.submit.request
+        if session_id is None and workflow.patched(APPROVAL_WITHOUT_SESSION_PATCH):
+            session_id = self._inp.run_id  # answered through the API that started the run
         if session_id is None:
             return _refused(
                 call, "it needs a person's approval, and this run has no conversation to ask in"
@@ -216,6 +253,12 @@ class ToolLoop:
         if handle is None:
             return _refused(call, "no approval code could be issued")
         asked_at = workflow.now()
+        self._begin(
+            call,
+            "waiting",
+            approval_code=code,
+            approval_workflow=approval_workflow_id(session_id, code),
+        )
         await self._host.awaiting_approval(call.name, code, approval_prompt(call, code))
         try:
             decision: ApprovalDecision = await handle
@@ -226,6 +269,7 @@ class ToolLoop:
         self._host.approval_settled()
         if decision.approved:
             return None
+        self._progress("declined")
         if decision.timed_out:
             return _refused(call, "nobody approved it in time, so it counts as declined")
         return _refused(call, "the person declined it")

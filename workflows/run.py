@@ -44,6 +44,8 @@ with workflow.unsafe.imports_passed_through():
         RunInput,
         RunStatus,
         RunView,
+        ToolCallState,
+        progress_note,
     )
     from hosting.targets import destination_key, destination_label, resolve
     from workflows import names
@@ -91,6 +93,7 @@ class AgentRunWorkflow:
         self._is_command: bool | None = None
         self._pending_tool: str | None = None
         self._action_text: str | None = None
+        self._tool_calls: list[ToolCallState] = []
         self._released = False  # the session was told early, while a tool waits for approval
 
     @workflow.run
@@ -276,6 +279,12 @@ class AgentRunWorkflow:
                 self._inp.submit.request.reply_to, prompt, phase="approval", key_suffix=f"-{code}"
             )
 
+    def tool_progress(self, calls: list[ToolCallState]) -> None:
+        """A tool call started, waits, or ended: readers see it in the view (state only, no
+        command, so recorded histories replay unchanged)."""
+        self._tool_calls = calls
+        self._updated_at = workflow.now()
+
     def approval_settled(self) -> None:
         self._pending_tool = self._action_text = None
         self._set_status(RunStatus.IN_PROGRESS)
@@ -449,4 +458,6 @@ class AgentRunWorkflow:
             stream_ends=list(self._stream_ends),
             pending_tool=self._pending_tool,
             action_text=self._action_text,
+            tool_calls=list(self._tool_calls),
+            progress_note=progress_note(self._tool_calls),
         )
