@@ -8,6 +8,7 @@ follow the channel's multitask strategy. The response ``id`` is the continuation
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 import math
 import time
@@ -16,13 +17,21 @@ from typing import Any
 
 from aiohttp import web
 from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from channels.base import Channel
 from channels.inbound_body import BodyError
-from channels.responses import CreateResponse, ResponsesChannel
+from channels.responses import ApprovalResponse, CreateResponse, ResponsesChannel
 from hosting.ids import Caller, InvalidKey
-from hosting.models import RunStatus, RunView, Turn
+from hosting.models import (
+    ApprovalAnswer,
+    Identity,
+    ReplyAddress,
+    RunStatus,
+    RunView,
+    ToolCallState,
+    Turn,
+)
 from hosting.policy import Decision, decide
 from hosting.settings import ConfigError, Settings
 from hosting.tokens import TokenClaims, issue
@@ -33,21 +42,115 @@ from routes.keys import CLIENT, LIMITS
 from routes.limits import TooMany
 from routes.runs import RunAccess
 from routes.watch import fetch_view
+from workflows.agent_loop import ToolApprovalWorkflow
+
+SERVER_LABEL = "switchboard"  # the "MCP server" of every tool call item: this deployment
+
+
+def awaiting(view: RunView | None) -> ToolCallState | None:
+    """The tool call the run waits on a person for, if any."""
+    if view is None or not view.tool_calls or view.tool_calls[-1].phase != "waiting":
+        return None
+    return view.tool_calls[-1]
+
+
+def approval_request_id(call: ToolCallState) -> str:
+    return f"mcpr_{call.approval_code}"
+
+
+def current_part(view: RunView) -> list[tuple[int, ToolCallState]]:
+    """The tool calls of the response as it stands. A response stops at an approval request
+    (as OpenAI's do), and the one that answers it carries the turn on: so its part starts at
+    the last answered approval, that call included."""
+    start = 0
+    for index, call in enumerate(view.tool_calls):
+        if call.approval_code is not None and call.phase != "waiting":
+            start = index
+    return list(enumerate(view.tool_calls))[start:]
+
+
+def tool_item(index: int, call: ToolCallState, *, final: bool = True) -> dict[str, Any]:
+    """An ``mcp_call`` item (``mcp_approval_request`` while it waits for the person)."""
+    if call.phase == "waiting":
+        return {
+            "type": "mcp_approval_request",
+            "id": approval_request_id(call),
+            "name": call.name,
+            "arguments": call.arguments,
+            "server_label": SERVER_LABEL,
+        }
+    status = {"calling": "calling", "completed": "completed"}.get(call.phase, "failed")
+    return {
+        "type": "mcp_call",
+        "id": f"mcp_{index}",
+        "name": call.name,
+        "arguments": call.arguments,
+        "server_label": SERVER_LABEL,
+        "status": status if final else "in_progress",
+        "approval_request_id": approval_request_id(call) if call.approval_code else None,
+        "output": None,
+        "error": None,
+    }
+
+
+def output_items(view: RunView) -> list[dict[str, Any]]:
+    return [tool_item(i, c) for i, c in current_part(view) if c.phase != "declined"]
 
 
 def stream_events(
     token: str, view: RunView, created_at: float, labels: Mapping[str, str]
 ) -> list[dict[str, Any]]:
     """Every stream event the run's state allows so far, each with its fixed sequence number:
-    the opening events, one delta per recorded batch of the answer, and once the run has
-    finished the rest of the text and the closing events."""
-    item_id = f"msg_{token[-24:]}"
-    head = {"item_id": item_id, "output_index": 0, "content_index": 0}
+    the opening events, the tool calls as they start and end, one delta per recorded batch of
+    the answer, and once the run has finished (or stops at an approval request) the rest of
+    the text and the closing events. Each event depends only on state that no longer changes,
+    so a reader that resumes after event N gets exactly the rest."""
     opening = response_object(token, None, created_at, labels) | {"status": "in_progress"}
     events: list[dict[str, Any]] = [
         {"type": "response.created", "response": opening},
         {"type": "response.in_progress", "response": opening},
-        {"type": "response.output_item.added", "output_index": 0,
+    ]
+    index = 0
+    for position, call in current_part(view):
+        if call.phase == "declined":
+            continue
+        item = tool_item(position, call)
+        if call.phase == "waiting":
+            events += [
+                {"type": "response.output_item.added", "output_index": index, "item": item},
+                {"type": "response.output_item.done", "output_index": index, "item": item},
+                {"type": "response.completed",
+                 "response": response_object(token, view, created_at, labels)},
+            ]  # fmt: skip
+            return [event | {"sequence_number": n} for n, event in enumerate(events)]
+        head = {"item_id": item["id"], "output_index": index}
+        events += [
+            {"type": "response.output_item.added", "output_index": index,
+             "item": tool_item(position, call, final=False)},
+            {"type": "response.mcp_call.in_progress", **head},
+        ]  # fmt: skip
+        if call.phase == "calling":
+            return [event | {"sequence_number": n} for n, event in enumerate(events)]
+        done = "completed" if call.phase == "completed" else "failed"
+        events += [
+            {"type": f"response.mcp_call.{done}", **head},
+            {"type": "response.output_item.done", "output_index": index, "item": item},
+        ]
+        index += 1
+    finished = view.status.finished
+    if finished or view.stream_ends:
+        events += message_events(token, view, created_at, labels, index)
+    return [event | {"sequence_number": n} for n, event in enumerate(events)]
+
+
+def message_events(
+    token: str, view: RunView, created_at: float, labels: Mapping[str, str], index: int
+) -> list[dict[str, Any]]:
+    """The answer as one message item at ``index``: opened once text (or the end) is there."""
+    item_id = f"msg_{token[-24:]}"
+    head = {"item_id": item_id, "output_index": index, "content_index": 0}
+    events: list[dict[str, Any]] = [
+        {"type": "response.output_item.added", "output_index": index,
          "item": {"type": "message", "id": item_id, "status": "in_progress",
                   "role": "assistant", "content": []}},
         {"type": "response.content_part.added", **head,
@@ -72,13 +175,29 @@ def stream_events(
         events += [
             {"type": "response.output_text.done", **head, "text": text, "logprobs": []},
             {"type": "response.content_part.done", **head, "part": part},
-            {"type": "response.output_item.done", "output_index": 0,
+            {"type": "response.output_item.done", "output_index": index,
              "item": {"type": "message", "id": item_id, "status": "completed",
                       "role": "assistant", "content": [part]}},
             {"type": "response.completed" if view.status == RunStatus.COMPLETED
              else "response.failed", "response": final},
         ]  # fmt: skip
-    return [event | {"sequence_number": n} for n, event in enumerate(events)]
+    return events
+
+
+def _settled(view: RunView | None) -> bool:
+    """A response is settled once its run has finished or stops at an approval request."""
+    return view is not None and (view.status.finished or awaiting(view) is not None)
+
+
+def _waits_on(view: RunView, code: str) -> bool:
+    waiting = awaiting(view)
+    return waiting is not None and waiting.approval_code == code
+
+
+def approval_not_found() -> web.Response:
+    return openai_error(
+        404, "No approval request with that id waits here.", "approval_request_not_found"
+    )
 
 
 def too_many_requests(retry_after_s: float) -> web.Response:
@@ -93,8 +212,10 @@ def response_object(
     token: str, view: RunView | None, created_at: float, labels: Mapping[str, str]
 ) -> dict[str, Any]:
     """A Responses API object from a run's view (or ``queued`` before the run exists)."""
-    status = view.status if view else RunStatus.QUEUED
-    output: list[dict[str, Any]] = []
+    status = view.status.value if view else RunStatus.QUEUED.value
+    output: list[dict[str, Any]] = output_items(view) if view is not None else []
+    if awaiting(view) is not None:
+        status = "completed"  # as OpenAI: the response ends at the approval request
     if view is not None and view.output_text is not None:
         output.append(
             {
@@ -106,7 +227,7 @@ def response_object(
             }
         )
     error = None
-    if status in (RunStatus.FAILED, RunStatus.EXPIRED):
+    if status in (RunStatus.FAILED.value, RunStatus.EXPIRED.value):
         error = {
             "code": "server_error",
             "message": (view.error if view else None) or "the run failed",
@@ -125,7 +246,7 @@ def response_object(
         "id": token,
         "object": "response",
         "created_at": int(view.created_at.timestamp()) if view else int(created_at),
-        "status": status.value,
+        "status": status,
         "background": labels.get("background") == "true",
         "model": labels.get("model", "switchboard"),
         "output": output,
@@ -194,6 +315,9 @@ class ResponsesApi:
         conversation: str | None = None
         seed: list[Turn] = []
         client = request.app[self._client_key]
+        approval = body.approval()
+        if approval is not None:
+            return await self._answer(request, caller, body, approval)
         if body.previous_response_id:
             previous = self._access.claims(body.previous_response_id, caller)
             if previous is None:
@@ -279,12 +403,73 @@ class ResponsesApi:
             view = await fetch_view(client, run_id)
         else:
             view = await self._access.views.wait_for(
-                client,
-                run_id,
-                lambda v: v is not None and v.status.finished,
-                self._settings.agent.max_duration_s,
+                client, run_id, _settled, self._settings.agent.max_duration_s
             )
         return web.json_response(response_object(token, view, created, labels))
+
+    async def _answer(
+        self, request: web.Request, caller: Caller, body: CreateResponse, answer: ApprovalResponse
+    ) -> web.StreamResponse:
+        """An ``mcp_approval_response``: answers the call its previous response waits on, as
+        that response's own caller, and answers with the same response carried on."""
+        if not body.previous_response_id:
+            return openai_error(
+                400, "An mcp_approval_response needs previous_response_id.", "invalid_request"
+            )
+        token = body.previous_response_id
+        claims = self._access.claims(token, caller)
+        if claims is None:
+            return openai_error(
+                404, "previous_response_id not found.", "previous_response_not_found"
+            )
+        client = request.app[self._client_key]
+        waiting = awaiting(await fetch_view(client, claims.run_id))
+        if (
+            waiting is None
+            or waiting.approval_code is None
+            or waiting.approval_workflow is None
+            or not hmac.compare_digest(
+                approval_request_id(waiting).encode(), answer.approval_request_id.encode()
+            )
+        ):
+            return approval_not_found()
+        me = ReplyAddress(channel=caller.channel, user_id=caller.user_id, conversation_id=token)
+        try:
+            await client.get_workflow_handle(waiting.approval_workflow).execute_update(
+                ToolApprovalWorkflow.answer,
+                ApprovalAnswer(
+                    code=waiting.approval_code,
+                    approve=answer.approve,
+                    identity=Identity(
+                        channel=caller.channel,
+                        user_id=caller.user_id,
+                        address=me,
+                        session_id=claims.run_id,
+                    ),
+                ),
+            )
+        except WorkflowUpdateFailedError:
+            return approval_not_found()  # answered meanwhile, expired, or not this caller's
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return approval_not_found()
+            return openai_error(
+                503, "Temporarily unavailable, retry later.", "unavailable", "server_error"
+            )
+        code = waiting.approval_code
+        # Read on once the run has taken the answer, so nobody sees the old request again.
+        view = await self._access.views.wait_for(
+            client, claims.run_id, lambda v: v is None or not _waits_on(v, code), 30.0
+        )
+        if body.stream:
+            return await self._stream(request, token, claims.run_id, 0, None, after=-1)
+        if not body.background:
+            view = await self._access.views.wait_for(
+                client, claims.run_id, _settled, self._settings.agent.max_duration_s
+            )
+        if view is None:
+            return token_not_found()
+        return web.json_response(response_object(token, view, 0, view.labels))
 
     def _response_claims(self, request: web.Request) -> TokenClaims | web.Response:
         """The ``{id}`` token's claims for this API caller, or the answer instead (401 or 404)."""
@@ -359,7 +544,7 @@ class ResponsesApi:
                             data = json.dumps(event)
                             await resp.write(f"event: {event['type']}\ndata: {data}\n\n".encode())
                             after = event["sequence_number"]
-                    if view.status.finished:
+                    if _settled(view):
                         break
         return resp
 
