@@ -28,7 +28,7 @@ def settings_overrides(model: FakeModel) -> dict[str, object]:
         "agent": {
             "kind": "openai",
             "base_url": model.url,
-            "tools": TOOLS,
+            "tools": [*TOOLS, "tests.agent_tools:wait_for_gate"],
             "approval_required": ["send_payment"],
             "tools_not_idempotent": ["send_payment"],
             "max_steps": 4,
@@ -185,3 +185,34 @@ async def test_the_sdk_stream_parses_tool_calls_and_an_approval(
     assert final.type == "response.completed"
     assert final.response.output_text.startswith("final: sunny in Oslo | ")
     assert [name for name, _ in agent_tools.calls] == ["lookup_weather", "send_payment"]
+
+
+async def test_v1_runs_stream_shows_the_tool_being_called(stack: Stack, alice: AsyncOpenAI) -> None:
+    agent_tools.gate.clear()
+    created = await alice.responses.create(
+        model="m", input='use wait_for_gate {"topic": "tides"}', background=True
+    )
+    auth = {"Authorization": f"Bearer {KEYS['alice']}"}
+    resp = await stack.http.get(f"/v1/runs/{created.id}?stream=true", headers=auth)
+    states: list[dict[str, object]] = []
+    async for raw in resp.content:
+        line = raw.decode().strip()
+        if line.startswith("data: ") and line != "data: {}":
+            states.append(json.loads(line[6:]))
+            if states[-1]["progress_note"] == "calling wait_for_gate…":
+                agent_tools.gate.set()  # seen while it runs: let the tool finish
+    notes = [s["progress_note"] for s in states]
+    assert "calling wait_for_gate…" in notes
+    seen_at = notes.index("calling wait_for_gate…")
+    assert all(s["output_text"] is None for s in states[: seen_at + 1])
+    assert states[-1]["status"] == "completed"
+    assert states[-1]["output_text"] == "final: found tides"
+    assert states[-1]["progress_note"] is None
+
+
+async def test_waiting_for_approval_is_a_progress_note(stack: Stack, alice: AsyncOpenAI) -> None:
+    asked = await alice.responses.create(model="m", input=PAYMENT)
+    auth = {"Authorization": f"Bearer {KEYS['alice']}"}
+    got = await (await stack.http.get(f"/v1/runs/{asked.id}", headers=auth)).json()
+    assert got["progress_note"] == "waiting for your approval"
+    assert got["status"] == "in_progress"
