@@ -18,7 +18,9 @@ SERVER_LABEL = "switchboard"  # the "MCP server" of every tool call item: this d
 
 def awaiting(view: RunView | None) -> ToolCallState | None:
     """The tool call the run waits on a person for, if any."""
-    if view is None or not view.tool_calls or view.tool_calls[-1].phase != "waiting":
+    if view is None or view.status.finished:
+        return None
+    if not view.tool_calls or view.tool_calls[-1].phase != "waiting":
         return None
     return view.tool_calls[-1]
 
@@ -31,11 +33,16 @@ def current_part(view: RunView) -> list[tuple[int, ToolCallState]]:
     """The tool calls of the response as it stands. A response stops at an approval request
     (as OpenAI's do), and the one that answers it carries the turn on: so its part starts at
     the last answered approval, that call included."""
+    calls = view.tool_calls
+    if view.status.finished:
+        # Cancelled or expired mid-call: a call in hand never finished, an approval never came.
+        ended = {"waiting": "declined", "calling": "failed"}
+        calls = [c.model_copy(update={"phase": ended.get(c.phase, c.phase)}) for c in calls]
     start = 0
-    for index, call in enumerate(view.tool_calls):
+    for index, call in enumerate(calls):
         if call.approval_code is not None and call.phase != "waiting":
             start = index
-    return list(enumerate(view.tool_calls))[start:]
+    return list(enumerate(calls))[start:]
 
 
 def tool_item(index: int, call: ToolCallState, *, final: bool = True) -> dict[str, Any]:

@@ -216,3 +216,29 @@ async def test_waiting_for_approval_is_a_progress_note(stack: Stack, alice: Asyn
     got = await (await stack.http.get(f"/v1/runs/{asked.id}", headers=auth)).json()
     assert got["progress_note"] == "waiting for your approval"
     assert got["status"] == "in_progress"
+
+
+async def test_a_cancelled_wait_leaves_no_approval_request(
+    stack: Stack, alice: AsyncOpenAI
+) -> None:
+    asked = await alice.responses.create(model="m", input=PAYMENT)
+    request_id, _ = approval_of(asked)
+    cancelled = await alice.responses.cancel(asked.id)
+    assert cancelled.status == "cancelled"
+    assert not any(i.type == "mcp_approval_request" for i in cancelled.output)
+    auth = {"Authorization": f"Bearer {KEYS['alice']}"}
+    got = await (await stack.http.get(f"/v1/runs/{asked.id}", headers=auth)).json()
+    assert got["status"] == "cancelled" and got["progress_note"] is None
+    with pytest.raises(openai.NotFoundError):
+        await alice.responses.create(
+            model="m",
+            previous_response_id=asked.id,
+            input=[
+                {
+                    "type": "mcp_approval_response",
+                    "approval_request_id": request_id,
+                    "approve": True,
+                }
+            ],
+        )
+    assert agent_tools.calls == []

@@ -56,6 +56,10 @@ with workflow.unsafe.imports_passed_through():
 # approval too, scoped by its own id; before it, such a call was refused.
 APPROVAL_WITHOUT_SESSION_PATCH = "approval-without-session"
 
+# ``workflow.patched`` id: cancelling a run that waits for approval cancels the run; before
+# it, the cancelled wait counted as declined and the turn went on.
+APPROVAL_CANCEL_PATCH = "approval-cancel"
+
 # Unambiguous characters (no 0/O, 1/I/L): people copy these codes by hand.
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
 CODE_LENGTH = 6
@@ -262,7 +266,9 @@ class ToolLoop:
         await self._host.awaiting_approval(call.name, code, approval_prompt(call, code))
         try:
             decision: ApprovalDecision = await handle
-        except ChildWorkflowError:
+        except ChildWorkflowError as err:
+            if isinstance(err.cause, CancelledError) and workflow.patched(APPROVAL_CANCEL_PATCH):
+                raise asyncio.CancelledError() from None  # the run was cancelled while it waited
             decision = ApprovalDecision(approved=False)
         # Time spent waiting for a person does not count against the turn's duration.
         self._deadline += workflow.now() - asked_at

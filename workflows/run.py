@@ -459,5 +459,5 @@ class AgentRunWorkflow:
             pending_tool=self._pending_tool,
             action_text=self._action_text,
             tool_calls=list(self._tool_calls),
-            progress_note=progress_note(self._tool_calls),
+            progress_note=None if self._status.finished else progress_note(self._tool_calls),
         )
