@@ -5,6 +5,7 @@ that needs approval is an ``mcp_approval_request`` item, answered by an
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator
 
 import openai
@@ -242,3 +243,37 @@ async def test_a_cancelled_wait_leaves_no_approval_request(
             ],
         )
     assert agent_tools.calls == []
+
+
+async def test_an_api_approval_replays(stack: Stack, alice: AsyncOpenAI) -> None:
+    """A one-off response that waited for approval, its approval workflow and the answer:
+    both replay (``SWITCHBOARD_RECORD_HISTORIES=<tag>`` records them)."""
+    from tests.test_replay import HISTORIES, RECORD_TAG, each, replayer
+
+    asked = await alice.responses.create(model="m", input=PAYMENT)
+    request_id, _ = approval_of(asked)
+    done = await alice.responses.create(
+        model="m",
+        previous_response_id=asked.id,
+        input=[
+            {"type": "mcp_approval_response", "approval_request_id": request_id, "approve": True}
+        ],
+    )
+    assert done.output_text.startswith("final: ")
+    ids: list[str] = []
+    async for wf in stack.client.list_workflows(
+        f'TaskQueue = "{stack.settings.temporal.task_queue}"'
+    ):
+        ids.append(wf.id)
+    kinds = {wid.split("/", 1)[0] for wid in ids}
+    assert kinds == {"run", "approval"}, ids
+    histories = [await stack.client.get_workflow_handle(wid).fetch_history() for wid in ids]
+    result = await replayer().replay_workflows(each(histories), raise_on_replay_failure=False)
+    assert result.replay_failures == {}
+    if os.environ.get("SWITCHBOARD_RECORD_HISTORIES"):
+        for history in histories:
+            kind = history.workflow_id.split("/", 1)[0]
+            name = f"responses_{kind}.json"
+            (HISTORIES / (f"{RECORD_TAG}_{name}" if RECORD_TAG else name)).write_text(
+                history.to_json()
+            )
