@@ -390,7 +390,7 @@ class AgentRunWorkflow:
     async def _notify_session(self, inp: RunInput, *, released: bool = False) -> None:
         """Tell the session this run is done with it: when it finished, or earlier, when it
         waits for a person (``released``: the session runs its next message meanwhile, and
-        this turn's answer does not join the transcript)."""
+        this turn's text and answer join the transcript when it finishes, as a late turn)."""
         if inp.session_id is None:
             return
         if self._released and not released:
