@@ -51,11 +51,20 @@ class InputMessage(PlatformBody):
         )
 
 
+class ApprovalResponse(PlatformBody):
+    """An ``mcp_approval_response`` input item: the caller's answer to a tool call that waits
+    for approval in the response named by ``previous_response_id``."""
+
+    type: Literal["mcp_approval_response"]
+    approval_request_id: str = Field(min_length=1, max_length=200)
+    approve: bool
+
+
 class CreateResponse(PlatformBody):
     """The part of ``POST /v1/responses`` this API understands (other fields are ignored)."""
 
     model: str = Field(default="switchboard", max_length=200)
-    input: str | list[InputMessage] = Field(min_length=1)
+    input: str | list[InputMessage | ApprovalResponse] = Field(min_length=1)
     background: bool = False
     stream: bool = False
     metadata: dict[str, str] | None = Field(default=None, max_length=16)
@@ -65,11 +74,18 @@ class CreateResponse(PlatformBody):
         """The last user message is the input; earlier user/assistant turns are history."""
         if isinstance(self.input, str):
             return self.input, []
-        turns = [m for m in self.input if m.role in ("user", "assistant")]
+        messages = [m for m in self.input if isinstance(m, InputMessage)]
+        turns = [m for m in messages if m.role in ("user", "assistant")]
         if not turns or turns[-1].role != "user":
             raise BodyError("input: the last message must come from the user")
         history = [Turn(role=m.role, text=m.text()) for m in turns[:-1]]
         return turns[-1].text(), history
+
+    def approval(self) -> ApprovalResponse | None:
+        """The approval answer this create carries, if any (then it starts no new turn)."""
+        if isinstance(self.input, str):
+            return None
+        return next((i for i in self.input if isinstance(i, ApprovalResponse)), None)
 
 
 class ResponsesChannelSettings(ChannelSettings):

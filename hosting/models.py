@@ -238,6 +238,31 @@ class DestinationStatus(Frozen):
     updated_at: datetime | None = None
 
 
+ToolCallPhase = Literal["waiting", "calling", "completed", "failed", "declined"]
+
+
+class ToolCallState(Frozen):
+    """One tool call of a turn as readers see it: Responses API items, progress notes."""
+
+    call_id: str
+    name: str
+    arguments: str  # JSON text as the model wrote it: content
+    phase: ToolCallPhase
+    # Calls that needed approval: the code, and the workflow that waits for the answer.
+    approval_code: str | None = None
+    approval_workflow: str | None = None
+
+
+def progress_note(calls: list[ToolCallState]) -> str | None:
+    """A short line for readers while a tool runs or waits for the person; None otherwise."""
+    for call in reversed(calls):
+        if call.phase == "waiting":
+            return "waiting for your approval"
+        if call.phase == "calling":
+            return f"calling {call.name}…"
+    return None
+
+
 class RunView(Frozen):
     """What a query on a run returns: status, output and per-destination delivery; also a
     finished run's (or proactive message's) workflow result, read after it has closed."""
@@ -262,6 +287,10 @@ class RunView(Frozen):
     # asked them (pull channels show it here; push channels also got it as a message).
     pending_tool: str | None = None
     action_text: str | None = None
+    # The turn's tool calls so far, and a short note while one runs or waits ("calling
+    # search…", "waiting for your approval"), from the run's state: no activity of its own.
+    tool_calls: list[ToolCallState] = Field(default_factory=list)
+    progress_note: str | None = None
     # Only in the workflow's result: what each dead-lettered destination is still owed, so an
     # operator can replay it after the run has closed. Queries and readers never carry it.
     owed: dict[str, list[PushRequest]] = Field(default_factory=dict)

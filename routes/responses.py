@@ -8,21 +8,27 @@ follow the channel's multitask strategy. The response ``id`` is the continuation
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 import math
 import time
 from collections.abc import Mapping
-from typing import Any
 
 from aiohttp import web
 from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from channels.base import Channel
 from channels.inbound_body import BodyError
-from channels.responses import CreateResponse, ResponsesChannel
+from channels.responses import ApprovalResponse, CreateResponse, ResponsesChannel
 from hosting.ids import Caller, InvalidKey
-from hosting.models import RunStatus, RunView, Turn
+from hosting.models import (
+    ApprovalAnswer,
+    Identity,
+    ReplyAddress,
+    RunView,
+    Turn,
+)
 from hosting.policy import Decision, decide
 from hosting.settings import ConfigError, Settings
 from hosting.tokens import TokenClaims, issue
@@ -31,54 +37,31 @@ from routes.inbound import QUEUE_RETRY_S, queue_full
 from routes.intake import build_submission, start_run, submit
 from routes.keys import CLIENT, LIMITS
 from routes.limits import TooMany
+from routes.response_objects import (
+    approval_request_id,
+    awaiting,
+    response_object,
+    stream_events,
+)
 from routes.runs import RunAccess
 from routes.watch import fetch_view
+from workflows.agent_loop import ToolApprovalWorkflow
 
 
-def stream_events(
-    token: str, view: RunView, created_at: float, labels: Mapping[str, str]
-) -> list[dict[str, Any]]:
-    """Every stream event the run's state allows so far, each with its fixed sequence number:
-    the opening events, one delta per recorded batch of the answer, and once the run has
-    finished the rest of the text and the closing events."""
-    item_id = f"msg_{token[-24:]}"
-    head = {"item_id": item_id, "output_index": 0, "content_index": 0}
-    opening = response_object(token, None, created_at, labels) | {"status": "in_progress"}
-    events: list[dict[str, Any]] = [
-        {"type": "response.created", "response": opening},
-        {"type": "response.in_progress", "response": opening},
-        {"type": "response.output_item.added", "output_index": 0,
-         "item": {"type": "message", "id": item_id, "status": "in_progress",
-                  "role": "assistant", "content": []}},
-        {"type": "response.content_part.added", **head,
-         "part": {"type": "output_text", "text": "", "annotations": []}},
-    ]  # fmt: skip
-    finished = view.status.finished
-    source = (view.output_text or "") if finished else (view.partial_text or "")
-    start = 0
-    for end in view.stream_ends:
-        if end > len(source):
-            break
-        events.append({"type": "response.output_text.delta", **head,
-                       "delta": source[start:end], "logprobs": []})  # fmt: skip
-        start = end
-    if finished:
-        if start < len(source):
-            events.append({"type": "response.output_text.delta", **head,
-                           "delta": source[start:], "logprobs": []})  # fmt: skip
-        final = response_object(token, view, created_at, labels)
-        text = view.output_text or ""
-        part = {"type": "output_text", "text": text, "annotations": []}
-        events += [
-            {"type": "response.output_text.done", **head, "text": text, "logprobs": []},
-            {"type": "response.content_part.done", **head, "part": part},
-            {"type": "response.output_item.done", "output_index": 0,
-             "item": {"type": "message", "id": item_id, "status": "completed",
-                      "role": "assistant", "content": [part]}},
-            {"type": "response.completed" if view.status == RunStatus.COMPLETED
-             else "response.failed", "response": final},
-        ]  # fmt: skip
-    return [event | {"sequence_number": n} for n, event in enumerate(events)]
+def _settled(view: RunView | None) -> bool:
+    """A response is settled once its run has finished or stops at an approval request."""
+    return view is not None and (view.status.finished or awaiting(view) is not None)
+
+
+def _waits_on(view: RunView, code: str) -> bool:
+    waiting = awaiting(view)
+    return waiting is not None and waiting.approval_code == code
+
+
+def approval_not_found() -> web.Response:
+    return openai_error(
+        404, "No approval request with that id waits here.", "approval_request_not_found"
+    )
 
 
 def too_many_requests(retry_after_s: float) -> web.Response:
@@ -87,60 +70,6 @@ def too_many_requests(retry_after_s: float) -> web.Response:
     )
     answer.headers["Retry-After"] = str(max(1, math.ceil(retry_after_s)))
     return answer
-
-
-def response_object(
-    token: str, view: RunView | None, created_at: float, labels: Mapping[str, str]
-) -> dict[str, Any]:
-    """A Responses API object from a run's view (or ``queued`` before the run exists)."""
-    status = view.status if view else RunStatus.QUEUED
-    output: list[dict[str, Any]] = []
-    if view is not None and view.output_text is not None:
-        output.append(
-            {
-                "type": "message",
-                "id": f"msg_{token[-24:]}",
-                "status": "completed",
-                "role": "assistant",
-                "content": [{"type": "output_text", "text": view.output_text, "annotations": []}],
-            }
-        )
-    error = None
-    if status in (RunStatus.FAILED, RunStatus.EXPIRED):
-        error = {
-            "code": "server_error",
-            "message": (view.error if view else None) or "the run failed",
-        }
-    usage = None
-    if view is not None and view.usage_input_tokens is not None:
-        i, o = view.usage_input_tokens, view.usage_output_tokens or 0
-        usage = {
-            "input_tokens": i,
-            "output_tokens": o,
-            "total_tokens": i + o,
-            "input_tokens_details": {"cached_tokens": 0},
-            "output_tokens_details": {"reasoning_tokens": 0},
-        }
-    return {
-        "id": token,
-        "object": "response",
-        "created_at": int(view.created_at.timestamp()) if view else int(created_at),
-        "status": status.value,
-        "background": labels.get("background") == "true",
-        "model": labels.get("model", "switchboard"),
-        "output": output,
-        "error": error,
-        "incomplete_details": None,
-        "metadata": json.loads(labels.get("metadata", "{}")),
-        "usage": usage,
-        "instructions": None,
-        "tools": [],
-        "tool_choice": "auto",
-        "parallel_tool_calls": True,
-        "temperature": None,
-        "top_p": None,
-        "previous_response_id": labels.get("previous_response_id"),
-    }
 
 
 class ResponsesApi:
@@ -194,6 +123,9 @@ class ResponsesApi:
         conversation: str | None = None
         seed: list[Turn] = []
         client = request.app[self._client_key]
+        approval = body.approval()
+        if approval is not None:
+            return await self._answer(request, caller, body, approval)
         if body.previous_response_id:
             previous = self._access.claims(body.previous_response_id, caller)
             if previous is None:
@@ -279,12 +211,73 @@ class ResponsesApi:
             view = await fetch_view(client, run_id)
         else:
             view = await self._access.views.wait_for(
-                client,
-                run_id,
-                lambda v: v is not None and v.status.finished,
-                self._settings.agent.max_duration_s,
+                client, run_id, _settled, self._settings.agent.max_duration_s
             )
         return web.json_response(response_object(token, view, created, labels))
+
+    async def _answer(
+        self, request: web.Request, caller: Caller, body: CreateResponse, answer: ApprovalResponse
+    ) -> web.StreamResponse:
+        """An ``mcp_approval_response``: answers the call its previous response waits on, as
+        that response's own caller, and answers with the same response carried on."""
+        if not body.previous_response_id:
+            return openai_error(
+                400, "An mcp_approval_response needs previous_response_id.", "invalid_request"
+            )
+        token = body.previous_response_id
+        claims = self._access.claims(token, caller)
+        if claims is None:
+            return openai_error(
+                404, "previous_response_id not found.", "previous_response_not_found"
+            )
+        client = request.app[self._client_key]
+        waiting = awaiting(await fetch_view(client, claims.run_id))
+        if (
+            waiting is None
+            or waiting.approval_code is None
+            or waiting.approval_workflow is None
+            or not hmac.compare_digest(
+                approval_request_id(waiting).encode(), answer.approval_request_id.encode()
+            )
+        ):
+            return approval_not_found()
+        me = ReplyAddress(channel=caller.channel, user_id=caller.user_id, conversation_id=token)
+        try:
+            await client.get_workflow_handle(waiting.approval_workflow).execute_update(
+                ToolApprovalWorkflow.answer,
+                ApprovalAnswer(
+                    code=waiting.approval_code,
+                    approve=answer.approve,
+                    identity=Identity(
+                        channel=caller.channel,
+                        user_id=caller.user_id,
+                        address=me,
+                        session_id=claims.run_id,
+                    ),
+                ),
+            )
+        except WorkflowUpdateFailedError:
+            return approval_not_found()  # answered meanwhile, expired, or not this caller's
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return approval_not_found()
+            return openai_error(
+                503, "Temporarily unavailable, retry later.", "unavailable", "server_error"
+            )
+        code = waiting.approval_code
+        # Read on once the run has taken the answer, so nobody sees the old request again.
+        view = await self._access.views.wait_for(
+            client, claims.run_id, lambda v: v is None or not _waits_on(v, code), 30.0
+        )
+        if body.stream:
+            return await self._stream(request, token, claims.run_id, 0, None, after=-1)
+        if not body.background:
+            view = await self._access.views.wait_for(
+                client, claims.run_id, _settled, self._settings.agent.max_duration_s
+            )
+        if view is None:
+            return token_not_found()
+        return web.json_response(response_object(token, view, 0, view.labels))
 
     def _response_claims(self, request: web.Request) -> TokenClaims | web.Response:
         """The ``{id}`` token's claims for this API caller, or the answer instead (401 or 404)."""
@@ -359,7 +352,7 @@ class ResponsesApi:
                             data = json.dumps(event)
                             await resp.write(f"event: {event['type']}\ndata: {data}\n\n".encode())
                             after = event["sequence_number"]
-                    if view.status.finished:
+                    if _settled(view):
                         break
         return resp
 

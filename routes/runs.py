@@ -148,6 +148,7 @@ def run_json(token: str, view: RunView) -> dict[str, Any]:
         "channel": view.channel,
         "output_text": view.output_text,
         "partial_text": view.partial_text,
+        "progress_note": view.progress_note,
         "error": view.error,
         "created_at": view.created_at.isoformat(),
         "updated_at": view.updated_at.isoformat(),
@@ -162,6 +163,15 @@ def run_json(token: str, view: RunView) -> dict[str, Any]:
             for d in view.deliveries
         ],
     }
+
+
+_STEP = {"waiting": 1, "calling": 2}  # every other phase is a call's last: 3
+
+
+def tool_steps(view: RunView) -> int:
+    """How far the run's tool calls have come: grows with every start, wait and end, so a
+    progress note that changes is a new stream event."""
+    return sum(_STEP.get(c.phase, 3) for c in view.tool_calls)
 
 
 class RunsApi:
@@ -243,7 +253,7 @@ class RunsApi:
                     )
                     if view is None:
                         continue
-                    event_id = f"{view.status.value}.{len(view.stream_ends)}"
+                    event_id = f"{view.status.value}.{len(view.stream_ends)}.{tool_steps(view)}"
                     if event_id != last_sent:
                         data = json.dumps(run_json(token, view))
                         await resp.write(f"id: {event_id}\nevent: run\ndata: {data}\n\n".encode())

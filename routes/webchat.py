@@ -51,6 +51,7 @@ def run_page_view(view: RunView, ui_link: str | None) -> dict[str, object]:
         "output_text": view.output_text,
         "partial_text": view.partial_text,  # the answer so far, while the agent is answering
         "action_text": view.action_text,  # a question waiting for the person (approvals)
+        "progress_note": view.progress_note,  # "calling search…" while a tool runs
         "error": view.error,
         "deliveries": [
             {"destination": d.destination, "state": d.state.value, "attempts": d.attempts}

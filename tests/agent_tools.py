@@ -5,6 +5,7 @@ The worker runs in the test's process, so ``calls`` shows the test every call th
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from pydantic import Field
@@ -30,3 +31,13 @@ async def send_payment(amount: int, to: str, context: ToolContext) -> dict[str, 
     """Pay someone (needs the person's approval)."""
     calls.append(("send_payment", {"amount": amount, "to": to, "key": context.idempotency_key}))
     return {"paid": amount, "to": to, "idempotency_key": context.idempotency_key}
+
+
+gate = asyncio.Event()  # a test opens it once it has seen the call running
+
+
+async def wait_for_gate(topic: str) -> str:
+    """Look something up, slowly: it returns once the test opens the gate."""
+    calls.append(("wait_for_gate", {"topic": topic}))
+    await gate.wait()
+    return f"found {topic}"

@@ -8,6 +8,7 @@ asks for those tools one step at a time and then answers ``final: <every tool re
 from __future__ import annotations
 
 import json
+import os
 import re
 import uuid
 from collections import Counter
@@ -19,10 +20,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from temporalio.api.enums.v1 import EventType
 
+from hosting.ids import approval_workflow_id
 from hosting.models import PushRequest, RunView, ToolInvocation
 from tests import agent_tools
 from tests.conftest import Stack
 from tests.support import eventually
+from tests.test_linking import session_of
 from worker import build_worker
 
 CODE = re.compile(r"/approve ([A-Z2-9]{6})\b")
@@ -313,3 +316,89 @@ async def test_a_worker_restart_between_steps_repeats_no_tool_call(
     kinds, call_ids = await scheduled(stack, run_id)
     assert call_ids == ["call_0", "call_1"]  # each tool call scheduled exactly once
     assert kinds["model_step"] == 2
+
+
+async def test_a_tool_run_with_an_approval_replays(stack: Stack, person: str) -> None:
+    """A weather call, an approval and a payment: the run, its approval workflow and the
+    session replay (``SWITCHBOARD_RECORD_HISTORIES=<tag>`` records them next to the others)."""
+    from tests.test_replay import HISTORIES, RECORD_TAG, each, replayer
+
+    run_id, code = await ask_for_payment(stack, person, first='lookup_weather {"city": "Rome"}')
+    await say(stack, f"/approve {code}", person)
+
+    async def closed() -> bool:
+        desc = await stack.client.get_workflow_handle(run_id).describe()
+        return desc.close_time is not None
+
+    await eventually(closed, timeout=60)
+    session = await session_of(stack, run_id)
+    ids = [run_id, session, approval_workflow_id(session, code)]
+    histories = [await stack.client.get_workflow_handle(wid).fetch_history() for wid in ids]
+    result = await replayer().replay_workflows(each(histories), raise_on_replay_failure=False)
+    assert result.replay_failures == {}
+    if os.environ.get("SWITCHBOARD_RECORD_HISTORIES"):
+        for kind, history in zip(
+            ("tools_run", "tools_session", "tools_approval"), histories, strict=True
+        ):
+            name = f"{RECORD_TAG}_{kind}.json" if RECORD_TAG else f"{kind}.json"
+            (HISTORIES / name).write_text(history.to_json())
+
+
+async def test_a_linked_account_on_another_channel_can_approve(stack: Stack, person: str) -> None:
+    from tests.support import session_id
+    from tests.test_linking import links, new_code, webhook_say
+
+    other = f"{person}-w"
+    code = await new_code(stack, person)
+    await webhook_say(stack, f"/link {code}", user=other)
+    [linked] = await stack.receiver.wait_for(1)
+    assert str(linked["text"]).startswith("Linked with your loopback account")
+
+    async def aliased() -> bool:
+        return (await links(stack, session_id("webhook", other))).alias_of is not None
+
+    await eventually(aliased)
+    run_id = await say(stack, 'use send_payment {"amount": 5, "to": "bob"}', person)
+    prompt = await next_push(stack, 2)
+    assert prompt.phase == "approval" and prompt.run_id == run_id
+    match = CODE.search(prompt.text)
+    assert match
+    approval = match.group(1)
+
+    # A person on the other channel who is not linked: refused, and nothing changes.
+    await webhook_say(stack, f"/approve {approval}", user=f"stranger-{person}")
+    refused = await stack.receiver.wait_for(2)
+    assert refused[-1]["text"] == "That approval code is not valid or has expired."
+    assert (await view(stack, run_id)).pending_tool == "send_payment"
+    assert agent_tools.calls == []
+
+    # The same person's linked account answers from its own channel.
+    await webhook_say(stack, f"/approve {approval}", user=other)
+    answered = await stack.receiver.wait_for(3)
+    assert answered[-1]["text"] == "Approved: the agent goes on."
+    final = await next_push(stack, 3)  # the reply goes where the run started
+    assert final.run_id == run_id and final.text.startswith('final: {"paid": 5')
+    assert [name for name, _ in agent_tools.calls] == ["send_payment"]
+
+
+async def test_the_next_turn_sees_a_turn_that_waited_for_approval(
+    stack: Stack, person: str, model: FakeModel
+) -> None:
+    run_id, code = await ask_for_payment(stack, person)
+    await say(stack, f"/approve {code}", person)
+
+    async def closed() -> bool:  # the run hands its turn to the session before it closes
+        desc = await stack.client.get_workflow_handle(run_id).describe()
+        return desc.close_time is not None
+
+    await eventually(closed, timeout=60)
+    answer = (await view(stack, run_id)).output_text
+    assert answer is not None and answer.startswith('final: {"paid": 5')
+    await say(stack, "and now?", person)
+    await stack.loopback.outbox.wait_for(4)  # prompt, "Approved", the answer, this reply
+    later = model.requests[-1]["messages"]
+    assert later[-1] == {"role": "user", "content": "and now?"}
+    turns = [(m["role"], m["content"]) for m in later if m["role"] in ("user", "assistant")]
+    assert ("user", 'use send_payment {"amount": 5, "to": "bob"}') in turns
+    assert ("assistant", answer) in turns
+    assert not any("/approve" in str(text) for _, text in turns)  # commands stay out

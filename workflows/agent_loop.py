@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -45,11 +46,21 @@ with workflow.unsafe.imports_passed_through():
         Identity,
         RunInput,
         ToolCall,
+        ToolCallPhase,
+        ToolCallState,
         ToolExchange,
         ToolInvocation,
         ToolLoopLimits,
         ToolResult,
     )
+
+# ``workflow.patched`` id: a run without a session (a one-off Responses API call) asks for
+# approval too, scoped by its own id; before it, such a call was refused.
+APPROVAL_WITHOUT_SESSION_PATCH = "approval-without-session"
+
+# ``workflow.patched`` id: cancelling a run that waits for approval cancels the run; before
+# it, the cancelled wait counted as declined and the turn went on.
+APPROVAL_CANCEL_PATCH = "approval-cancel"
 
 # Unambiguous characters (no 0/O, 1/I/L): people copy these codes by hand.
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
@@ -67,6 +78,8 @@ class ApprovalHost(Protocol):
     async def awaiting_approval(self, tool: str, code: str, prompt: str) -> None: ...
 
     def approval_settled(self) -> None: ...
+
+    def tool_progress(self, calls: list[ToolCallState]) -> None: ...
 
 
 def approval_prompt(call: ToolCall, code: str) -> str:
@@ -98,9 +111,17 @@ class PersonApproval:
         self._inp = inp
         self._host = host
 
-    async def ask(self, call: ToolCall, timeout_s: float) -> ApprovalVerdict:
+    async def ask(
+        self,
+        call: ToolCall,
+        timeout_s: float,
+        on_waiting: Callable[[str, str], None] | None = None,
+    ) -> ApprovalVerdict:
+        """``on_waiting(code, approval workflow id)`` runs once the code exists."""
         session_id = self._inp.session_id
         request = self._inp.submit.request
+        if session_id is None and workflow.patched(APPROVAL_WITHOUT_SESSION_PATCH):
+            session_id = self._inp.run_id  # answered through the API that started the run
         if session_id is None:
             return ApprovalVerdict(
                 False, "it needs a person's approval, and this run has no conversation to ask in"
@@ -142,10 +163,14 @@ class PersonApproval:
         if handle is None:
             return ApprovalVerdict(False, "no approval code could be issued")
         asked_at = workflow.now()
+        if on_waiting is not None:
+            on_waiting(code, approval_workflow_id(session_id, code))
         await self._host.awaiting_approval(call.name, code, approval_prompt(call, code))
         try:
             decision: ApprovalDecision = await handle
-        except ChildWorkflowError:
+        except ChildWorkflowError as err:
+            if isinstance(err.cause, CancelledError) and workflow.patched(APPROVAL_CANCEL_PATCH):
+                raise asyncio.CancelledError() from None  # the run was cancelled while it waited
             decision = ApprovalDecision(approved=False)
         waited = workflow.now() - asked_at
         self._host.approval_settled()
@@ -166,6 +191,7 @@ class ToolLoop:
         self._inp = inp
         self._request = request
         self._host = host
+        self._calls: list[ToolCallState] = []
         opts = inp.submit.options
         self._deadline: datetime = workflow.now() + timedelta(seconds=opts.max_duration_s)
 
@@ -216,6 +242,32 @@ class ToolLoop:
             refusal = await self._approval(call, limits)
             if refusal is not None:
                 return refusal
+            self._progress("calling")
+        else:
+            self._begin(call, "calling")
+        result = await self._call(call)
+        self._progress("completed" if result.ok else "failed")
+        return result
+
+    def _begin(self, call: ToolCall, phase: ToolCallPhase, **approval: str) -> None:
+        """A call starts (or starts waiting): a new entry, since a model may reuse call ids
+        across steps. Calls run one at a time, so the last entry is the call in hand."""
+        self._calls.append(
+            ToolCallState(
+                call_id=call.call_id,
+                name=call.name,
+                arguments=call.arguments,
+                phase=phase,
+                **approval,
+            )
+        )
+        self._host.tool_progress(list(self._calls))
+
+    def _progress(self, phase: ToolCallPhase) -> None:
+        self._calls[-1] = self._calls[-1].model_copy(update={"phase": phase})
+        self._host.tool_progress(list(self._calls))
+
+    async def _call(self, call: ToolCall) -> ToolResult:
         try:
             result: ToolResult = await workflow.execute_activity_method(
                 ToolActivities.call_tool,
@@ -265,11 +317,18 @@ class ToolLoop:
 
     async def _approval(self, call: ToolCall, limits: ToolLoopLimits) -> ToolResult | None:
         """Waits for the person; ``None`` when they approved, else the result the model gets."""
-        verdict = await PersonApproval(self._inp, self._host).ask(call, limits.approval_timeout_s)
+        verdict = await PersonApproval(self._inp, self._host).ask(
+            call,
+            limits.approval_timeout_s,
+            on_waiting=lambda code, wid: self._begin(
+                call, "waiting", approval_code=code, approval_workflow=wid
+            ),
+        )
         # Time spent waiting for a person does not count against the turn's duration.
         self._deadline += verdict.waited
         if verdict.approved:
             return None
+        self._progress("declined")
         return _refused(call, verdict.why)
 
     def _remaining(self) -> timedelta:

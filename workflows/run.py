@@ -16,7 +16,7 @@ from typing import Literal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, CancelledError, TimeoutError
+from temporalio.exceptions import ActivityError, CancelledError, FailureError, TimeoutError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -45,6 +45,8 @@ with workflow.unsafe.imports_passed_through():
         RunInput,
         RunStatus,
         RunView,
+        ToolCallState,
+        progress_note,
     )
     from hosting.targets import destination_key, destination_label, resolve
     from workflows import names
@@ -61,6 +63,9 @@ with workflow.unsafe.imports_passed_through():
 # redeliveries carried no delivery state of their own; with it, they close when done and their
 # result is what readers read.
 RUNS_CLOSE_PATCH = "runs-close"
+# ``workflow.patched`` id: a run that released its session early (it waited for a person) hands
+# its user text and final answer to the session when it finishes, so later turns see them.
+LATE_TURN_PATCH = "late-turn"
 
 
 @dataclass
@@ -91,6 +96,7 @@ class AgentRunWorkflow:
         self._is_command: bool | None = None
         self._pending_tool: str | None = None
         self._action_text: str | None = None
+        self._tool_calls: list[ToolCallState] = []
         self._released = False  # the session was told early, while a tool waits for approval
         self._agent_state: str | None = None  # agent_framework: the state after this turn
         self._late_state = False  # a framework turn that ended after releasing its session
@@ -293,6 +299,12 @@ class AgentRunWorkflow:
                 self._inp.submit.request.reply_to, prompt, phase="approval", key_suffix=f"-{code}"
             )
 
+    def tool_progress(self, calls: list[ToolCallState]) -> None:
+        """A tool call started, waits, or ended: readers see it in the view (state only, no
+        command, so recorded histories replay unchanged)."""
+        self._tool_calls = calls
+        self._updated_at = workflow.now()
+
     def approval_settled(self) -> None:
         self._pending_tool = self._action_text = None
         self._set_status(RunStatus.IN_PROGRESS)
@@ -411,7 +423,7 @@ class AgentRunWorkflow:
     async def _notify_session(self, inp: RunInput, *, released: bool = False) -> None:
         """Tell the session this run is done with it: when it finished, or earlier, when it
         waits for a person (``released``: the session runs its next message meanwhile, and
-        this turn's answer does not join the transcript)."""
+        this turn's text and answer join the transcript when it finishes, as a late turn)."""
         if inp.session_id is None:
             return
         if self._released and not released:
@@ -424,6 +436,8 @@ class AgentRunWorkflow:
                         agent_state=self._agent_state,
                     ),
                 )
+            if self._output is not None and workflow.patched(LATE_TURN_PATCH):
+                await self._late_turn(inp.session_id, inp)
             return
         # By name: the session module imports this one (sessions start runs), so a typed
         # reference back would be a circular import.
@@ -444,6 +458,24 @@ class AgentRunWorkflow:
                 agent_state=None if released else self._agent_state,
             ),
         )
+
+    async def _late_turn(self, session_id: str, inp: RunInput) -> None:
+        """The answer of a released turn joins the session's transcript, later than its turn
+        would have: turns that ran meanwhile did not see it."""
+        handle = workflow.get_external_workflow_handle(session_id)
+        try:
+            await handle.signal(
+                names.LATE_TURN_SIGNAL,
+                RunFinished(
+                    run_id=inp.run_id,
+                    status=self._status,
+                    user_text=inp.submit.request.text,
+                    reply_text=self._output,
+                ),
+            )
+        except FailureError:
+            # The session has ended meanwhile (idle): there is no transcript left to join.
+            workflow.logger.warning("late turn not recorded: the session is gone")
 
     def _set_status(self, status: RunStatus) -> None:
         self._status = status
@@ -469,4 +501,6 @@ class AgentRunWorkflow:
             stream_ends=list(self._stream_ends),
             pending_tool=self._pending_tool,
             action_text=self._action_text,
+            tool_calls=list(self._tool_calls),
+            progress_note=None if self._status.finished else progress_note(self._tool_calls),
         )

@@ -262,6 +262,13 @@ class SessionWorkflow:
         if finished.run_id == self._current:
             self._finished[finished.run_id] = finished
 
+    @workflow.signal(name=names.LATE_TURN_SIGNAL)
+    def late_turn(self, finished: RunFinished) -> None:
+        """A turn that released the session early (it waited for a person) has finished: its
+        text and answer join the transcript now, bounded as every turn."""
+        if not finished.command:
+            self._remember_turn(finished)
+
     async def _cancel_current(self) -> None:
         """Cancel the running run once its workflow exists (it may still be starting)."""
         run_id = self._current

@@ -101,6 +101,7 @@ function updateTurn(turn, state) {
     reply.textContent = state.error || status;
   }
   updateApproval(turn, reply, asking);
+  updateProgressNote(turn, reply, state.progress_note);
   meta.replaceChildren();
   meta.append(el("span", `status ${status}`, status.replace("_", " ")));
   meta.lastChild.dataset.role = "status";
@@ -199,3 +200,16 @@ input.addEventListener("keydown", (event) => {
 
 for (const item of loadHistory()) refresh(renderTurn(item));
 input.focus();
+
+// A short line under the reply while a tool runs or waits for the person ("calling search…",
+// "waiting for your approval"); it goes away when the run moves on.
+function updateProgressNote(turn, reply, note) {
+  let line = turn.querySelector('[data-role="progress"]');
+  if (!note) { if (line) line.remove(); return; }
+  if (!line) {
+    line = el("div", "progress-note");
+    line.dataset.role = "progress";
+    reply.after(line);
+  }
+  line.textContent = note;
+}
