@@ -166,11 +166,14 @@ class SessionWorkflow:
         recent = [t for t in self._link_failures if now - t < window]
         return len(recent) >= policy.max_attempts
 
-    def _remember_turn(self, finished: RunFinished) -> None:
+    def _remember_turn(self, finished: RunFinished, *, late: bool = False) -> None:
+        """``late``: a released turn's text; its agent state (if any) came by ``agent_state``,
+        which keeps it only if no later turn replaced it, so it is left alone here."""
         if finished.reply_text is None:
             return
-        # The agent's own state follows the turn it came from (None: none, or dropped).
-        self._keep_agent_state(finished.agent_state)
+        if not late:
+            # The agent's own state follows the turn it came from (None: none, or dropped).
+            self._keep_agent_state(finished.agent_state)
         self._transcript.append(Turn(role="user", text=finished.user_text))
         self._transcript.append(Turn(role="assistant", text=finished.reply_text))
         # Bounded: only the newest turns are kept and handed to the agent.
@@ -267,7 +270,7 @@ class SessionWorkflow:
         """A turn that released the session early (it waited for a person) has finished: its
         text and answer join the transcript now, bounded as every turn."""
         if not finished.command:
-            self._remember_turn(finished)
+            self._remember_turn(finished, late=True)
 
     async def _cancel_current(self) -> None:
         """Cancel the running run once its workflow exists (it may still be starting)."""
