@@ -188,7 +188,8 @@ async def _show_run(settings: Settings, run_id: str) -> Report:
     run = {
         "run_id": view.run_id,
         "workflow_status": desc.status.name if desc.status else None,
-        "status": view.status.value,
+        "status": view.shown_status,
+        "pending_tool": view.pending_tool,
         "channel": view.channel,
         "created_at": view.created_at.isoformat(),
         "updated_at": view.updated_at.isoformat(),
@@ -208,7 +209,8 @@ async def _show_run(settings: Settings, run_id: str) -> Report:
     lines = [
         f"run          {view.run_id}",
         f"workflow     {run['workflow_status'] or 'unknown'}",
-        f"status       {view.status.value}",
+        f"status       {view.shown_status}"
+        + (f" (waiting for approval of {view.pending_tool})" if view.pending_tool else ""),
         f"channel      {view.channel}",
         f"created      {run['created_at']}",
         f"updated      {run['updated_at']}",

@@ -295,6 +295,14 @@ class RunView(Frozen):
     # operator can replay it after the run has closed. Queries and readers never carry it.
     owed: dict[str, list[PushRequest]] = Field(default_factory=dict)
 
+    @property
+    def shown_status(self) -> str:
+        """The status callers and operators see: ``requires_action`` while a tool call waits
+        for a person (the run itself is ``in_progress``, which recorded histories carry)."""
+        if self.pending_tool is not None and not self.status.finished:
+            return "requires_action"
+        return self.status.value
+
 
 class AgentRequest(Versioned):
     run_id: str

@@ -144,7 +144,8 @@ def run_json(token: str, view: RunView) -> dict[str, Any]:
         "id": token,
         "object": "run",
         "run_id": view.run_id,
-        "status": view.status.value,
+        "status": view.shown_status,
+        "pending_tool": view.pending_tool,  # the tool's name only, while it waits
         "channel": view.channel,
         "output_text": view.output_text,
         "partial_text": view.partial_text,

@@ -47,7 +47,7 @@ def _asset(name: str) -> str:
 def run_page_view(view: RunView, ui_link: str | None) -> dict[str, object]:
     """What the page shows of a run: it belongs to this browser, so the reply is included."""
     return {
-        "status": view.status.value,
+        "status": view.shown_status,
         "output_text": view.output_text,
         "partial_text": view.partial_text,  # the answer so far, while the agent is answering
         "action_text": view.action_text,  # a question waiting for the person (approvals)

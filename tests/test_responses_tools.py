@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import openai
 import pytest
@@ -15,6 +16,7 @@ from openai.types.responses import Response
 
 from tests import agent_tools
 from tests.conftest import Stack
+from tests.test_doctor import cli_json, use_config
 from tests.test_responses_api import KEYS, api
 from tests.test_tools import TOOLS, FakeModel, model
 
@@ -211,12 +213,26 @@ async def test_v1_runs_stream_shows_the_tool_being_called(stack: Stack, alice: A
     assert states[-1]["progress_note"] is None
 
 
-async def test_waiting_for_approval_is_a_progress_note(stack: Stack, alice: AsyncOpenAI) -> None:
+async def test_waiting_for_approval_is_requires_action_with_a_note(
+    stack: Stack,
+    alice: AsyncOpenAI,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     asked = await alice.responses.create(model="m", input=PAYMENT)
     auth = {"Authorization": f"Bearer {KEYS['alice']}"}
     got = await (await stack.http.get(f"/v1/runs/{asked.id}", headers=auth)).json()
     assert got["progress_note"] == "waiting for your approval"
-    assert got["status"] == "in_progress"
+    assert got["status"] == "requires_action"
+    assert got["pending_tool"] == "send_payment"  # the name only, never the arguments
+    # Operators see the same in `switchboard runs show`, with no content.
+    use_config(stack.settings, tmp_path, monkeypatch)
+    code, doc = await cli_json(capsys, "runs", "show", got["run_id"])
+    assert code == 0
+    assert doc["run"]["status"] == "requires_action"
+    assert doc["run"]["pending_tool"] == "send_payment"
+    assert "bob" not in json.dumps(doc)
 
 
 async def test_a_cancelled_wait_leaves_no_approval_request(
