@@ -180,7 +180,20 @@ async def fuzz(examples: int) -> dict[str, Any]:
     async with stack(extra_config=EXTRA_CHANNELS) as st, aiohttp.ClientSession() as http:
         before = await st.client.count_workflows()
         statuses: dict[int, int] = {}
-        atoms = [None, True, 0, -1, 2**70, "", "x" * 300, "/link", "../..", "\u0000", {}, []]
+        atoms: list[Any] = [
+            None,
+            True,
+            0,
+            -1,
+            2**70,
+            "",
+            "x" * 300,
+            "/link",
+            "../..",
+            "\u0000",
+            {},
+            [],
+        ]
         keys = [
             "type",
             "update_id",

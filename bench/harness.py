@@ -279,7 +279,7 @@ async def start_dev_server(
 
 
 def security() -> SecuritySettings:
-    return SecuritySettings(signing_key=SIGNING_KEY, codec_keys=[CODEC_KEY])  # type: ignore[arg-type]
+    return SecuritySettings(signing_key=SIGNING_KEY, codec_keys=[CODEC_KEY])
 
 
 @asynccontextmanager
