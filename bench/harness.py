@@ -109,6 +109,8 @@ class Receiver:
     rate_limit_ratio: float = 0.0
     rng_seed: int = 7
     limited_at: dict[str, float] = field(default_factory=dict)
+    keep_bodies: bool = False
+    bodies: dict[str, bytes] = field(default_factory=dict)
     retry_gaps: list[float] = field(default_factory=list)
     port: int = 0
     _runner: web.AppRunner | None = None
@@ -141,6 +143,8 @@ class Receiver:
                 return web.Response(status=503)
             self.raw += 1
             self.first_seen.setdefault(key, now)
+            if self.keep_bodies:
+                self.bodies[key] = body
             return web.Response(status=204)
 
         app = web.Application()

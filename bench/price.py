@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import uuid
 from collections import Counter
@@ -25,7 +26,7 @@ from temporalio.worker import Worker
 from activities.delivery import DeliveryActivities
 from bench.actions import Footprint, Ledger, server_actions
 from bench.fanout_workflow import FanoutWorkflow
-from bench.harness import Stack, webhook_request
+from bench.harness import Receiver, Stack, free_port, stack, webhook_request
 from channels.catalog import load_settings
 from channels.registry import build_registry
 from worker import workflow_runner
@@ -44,7 +45,7 @@ class Pricer:
         self.st, self.http, self.metrics_url = st, http, metrics_url
         self.ledger = Ledger(st.client)
 
-    async def measure(self, send: Callable[[], Awaitable[None]]) -> Footprint:
+    async def measure(self, send: Callable[[], Awaitable[object]]) -> Footprint:
         """Run ``send()`` (which returns once the reply arrived) and price what it did."""
         before = await self.ledger.settle()
         self.ledger.known = before
@@ -61,7 +62,7 @@ class Pricer:
                 return now
             last = now
 
-    async def path(self, sends: list[Callable[[], Awaitable[None]]]) -> dict[str, Any]:
+    async def path(self, sends: list[Callable[[], Awaitable[object]]]) -> dict[str, Any]:
         """Per-message averages over ``sends``, one message at a time."""
         start = await self.metered()
         fps = [await self.measure(send) for send in sends]
@@ -69,12 +70,15 @@ class Pricer:
         server.subtract(start)
         return per_message(fps, +server)
 
-    async def webhook(self, user: str) -> None:
-        msg_id, body, headers = webhook_request(user, "hello")
+    async def webhook(self, user: str, text: str = "hello") -> str:
+        """One webhook message, once its reply arrived; returns the reply's key."""
+        msg_id, body, headers = webhook_request(user, text)
         url = self.st.gateway_url + "/channels/webhook"
         async with self.http.post(url, data=body, headers=headers) as resp:
             assert resp.status == 202, resp.status
-        await self.wait_key(f"run/default/webhook/{msg_id}:webhook:response")
+        key = f"run/default/webhook/{msg_id}:webhook:response"
+        await self.wait_key(key)
+        return key
 
     async def proactive(self, user: str) -> None:
         headers = {"Authorization": f"Bearer {MESSAGES_KEY}"}
@@ -106,11 +110,13 @@ def per_message(fps: list[Footprint], server: Counter[str]) -> dict[str, Any]:
     return row
 
 
-def derived_fanout(returning: dict[str, Any], one: dict[str, Any], eight: dict[str, Any]) -> Any:
-    """A returning conversation's run with seven more destinations: returning + (8 - 1)."""
-    keys = [k for k, v in returning.items() if isinstance(v, float | int) and k != "messages"]
-    row = {k: round(returning[k] + eight.get(k, 0) - one.get(k, 0), 2) for k in keys}
-    row["derived"] = "returning_conversation + fanout_workflow_8 - fanout_workflow_1"
+def derived_fanout(one: dict[str, Any], two: dict[str, Any]) -> dict[str, Any]:
+    """Eight destinations: one, plus seven times what the second destination added."""
+    keys = [k for k, v in one.items() if isinstance(v, float | int) and k != "messages"]
+    row: dict[str, Any] = {
+        k: round(one[k] + 7 * (two.get(k, 0) - one[k]), 2) for k in keys if "." not in k
+    }
+    row["derived"] = "linked_one_destination + 7 x (linked_two - linked_one_destination)"
     return row
 
 
@@ -129,10 +135,51 @@ async def price_paths(
         rows[path] = await p.path([partial(send, u) for u in users])
         print(json.dumps({path: rows[path]}), flush=True)
     rows.update(await price_fanout(p, repeats))
-    rows["eight_way_fanout"] = derived_fanout(
-        rows["returning_conversation"], rows["fanout_workflow_1"], rows["fanout_workflow_8"]
-    )
+    rows.update(await price_linked(http, repeats))
+    rows["eight_way_fanout"] = derived_fanout(rows["linked_one_destination"], rows["linked_two"])
     return rows
+
+
+# Appended to ``[channels.webhook]``, the last table ``write_config`` writes: replies go to
+# every linked account, and the loopback channel holds the second account.
+LINKED_EXTRA = 'response_target = "all_linked"\n[channels.loopback]\n'
+LINKED_ENV = {"SWITCHBOARD_DELIVERY__ALLOW_NON_ORIGINATING": "true"}
+CODE = re.compile(r"\b([A-Z2-9]{4}-[A-Z2-9]{4})\b")
+
+
+async def price_linked(http: aiohttp.ClientSession, repeats: int) -> dict[str, Any]:
+    """Returning conversations whose replies go to one destination and, once the person has
+    linked a second account, to two: the difference is the price of one more destination."""
+    metrics_port = free_port()
+    receiver = Receiver(keep_bodies=True)
+    async with stack(
+        server_args=["--metrics-port", str(metrics_port)],
+        extra_config=LINKED_EXTRA,
+        env=LINKED_ENV,
+        receiver=receiver,
+    ) as st:
+        p = Pricer(st, http, f"http://127.0.0.1:{metrics_port}/metrics")
+        owner, solo = f"own{uuid.uuid4().hex[:8]}", f"solo{uuid.uuid4().hex[:8]}"
+        asked = await p.webhook(owner, "/link")
+        match = CODE.search(json.loads(receiver.bodies[asked])["text"])
+        assert match, "no link code in the reply"
+        body = {
+            "message_id": uuid.uuid4().hex,
+            "user": owner + "-l",
+            "conversation": owner + "-l",
+            "text": f"/link {match.group(1)}",
+            "direct": True,
+        }
+        async with http.post(st.gateway_url + "/channels/loopback", json=body) as resp:
+            assert resp.status == 202, resp.status
+        await p.webhook(solo)
+        await p.ledger.settle()
+        rows = {
+            "linked_one_destination": await p.path([partial(p.webhook, solo)] * repeats),
+            "linked_two": await p.path([partial(p.webhook, owner)] * repeats),
+        }
+        assert rows["linked_two"]["activities"] == 3, "the second account was not linked"
+        return rows
 
 
 async def price_fanout(p: Pricer, repeats: int) -> dict[str, Any]:
