@@ -3,7 +3,8 @@
 A short run cannot tell a filling cache from a leak; a slope over thousands of runs after the
 caches are full can. Closed-loop lanes (each sends one webhook and waits for its reply) keep the
 load steady; conversations cycle over a fixed set of users, so sessions are reused and
-continue-as-new as they would in service. The slope is a least-squares fit of RSS against runs
+continue-as-new as they would in service (``--suggest-can`` makes that happen within a short
+run). The slope is a least-squares fit of RSS against runs
 completed, over the samples after the warm-up, in MB per 10,000 runs.
 """
 
@@ -69,7 +70,13 @@ async def lane(
 async def main(args: argparse.Namespace) -> None:
     report: dict[str, Any] = {"machine": machine(), "args": vars(args), "samples": []}
     print(json.dumps({"machine": report["machine"], "args": report["args"]}), flush=True)
-    async with stack() as st, aiohttp.ClientSession() as http:
+    server_args = []
+    if args.suggest_can:
+        server_args = [
+            "--dynamic-config-value",
+            f"limit.historyCount.suggestContinueAsNew={args.suggest_can}",
+        ]
+    async with stack(server_args=server_args) as st, aiohttp.ClientSession() as http:
         pids = {name: st.procs[name].pid for name in ("worker", "gateway")}
         counters = {"sent": 0, "completed": 0, "unanswered": 0}
         started = time.monotonic()
@@ -126,5 +133,12 @@ if __name__ == "__main__":
     parser.add_argument("--every-s", type=float, default=60.0, help="seconds between samples")
     parser.add_argument(
         "--warmup-minutes", type=float, default=5.0, help="samples before this are not fitted"
+    )
+    parser.add_argument(
+        "--suggest-can",
+        type=int,
+        default=0,
+        help="server's continue-as-new suggestion in events (0: the server's default); low "
+        "values let sessions cycle within the run, so the cache reaches its steady state",
     )
     asyncio.run(main(parser.parse_args()))
