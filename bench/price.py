@@ -2,10 +2,11 @@
 
 Paths: a new conversation (the message creates the session), a returning conversation (the
 session exists), a proactive message (``POST /v1/messages`` to a person who wrote before) and an
-eight-way fan-out. The fan-out is priced on ``bench/fanout_workflow.py`` (the product's delivery
-code to 1 and 8 destinations): its difference is what seven more destinations add to a run.
-Messages are sent one at a time and the namespace is left to settle between them, so each
-footprint is one message's alone.
+eight-way fan-out. Eight linked channels are more than a bench can set up, so the fan-out is
+one destination plus seven times what a second, really linked one (loopback) adds; the bench
+fan-out workflow (the product's delivery code to 1 and 8 destinations) is priced beside it as
+a check that destinations add up linearly. Messages are sent one at a time and the namespace
+is left to settle between them, so each footprint is one message's alone.
 """
 
 from __future__ import annotations
