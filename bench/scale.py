@@ -71,8 +71,9 @@ async def work_by_worker(st: Stack, msg_ids: list[str], pids: dict[int, str]) ->
     tasks: Counter[str] = Counter()
 
     def who(identity: str) -> str:
-        pid = int(identity.split("@", 1)[0]) if identity.split("@", 1)[0].isdigit() else -1
-        return pids.get(pid, identity)
+        """The SDK's default identity is ``pid@host``: name the process by its pid."""
+        pid = identity.split("@", 1)[0]
+        return pids.get(int(pid), identity) if pid.isdigit() else identity
 
     for m in msg_ids:
         history = await st.client.get_workflow_handle(f"run/default/webhook/{m}").fetch_history()
