@@ -28,10 +28,13 @@ browser:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 # Benchmarks and resilience runs (minutes; loopback only). Figures go to .data/bench/.
+# The memory soak runs last, for SOAK_MINUTES (30 by default; 0 skips it).
+SOAK_MINUTES ?= 30
 bench: install
 	mkdir -p .data/bench
 	for b in ingress e2e fanout cost baseline streaming; do \
 	  $(PY) -m bench.$$b | tee .data/bench/$$b.log || exit 1; done
+	[ "$(SOAK_MINUTES)" = 0 ] || $(PY) -m bench.soak --minutes $(SOAK_MINUTES) | tee .data/bench/soak.log
 
 chaos: install
 	mkdir -p .data/bench

@@ -129,6 +129,7 @@ async def build_worker(
             graceful_shutdown_timeout=timedelta(seconds=10),
             max_concurrent_activities=settings.worker.max_concurrent_activities,
             max_concurrent_workflow_tasks=settings.worker.max_concurrent_workflow_tasks,
+            max_cached_workflows=settings.worker.max_cached_workflows,
             # Heartbeats carry cancellation to a running agent call: send them promptly.
             max_heartbeat_throttle_interval=timedelta(seconds=1),
             default_heartbeat_throttle_interval=timedelta(seconds=1),

@@ -22,7 +22,17 @@ from typing import Any
 
 import aiohttp
 
-from bench.harness import Receiver, Stack, drive, machine, stack, start_dev_server, webhook_request
+from bench.harness import (
+    Receiver,
+    Stack,
+    drive,
+    machine,
+    stack,
+    start_dev_server,
+    tally,
+    webhook_request,
+)
+from bench.scale import horizontal
 
 EXTRA_CHANNELS = """
 [channels.telegram]
@@ -66,18 +76,6 @@ async def send_with_retries(
         if time.monotonic() > deadline:
             raise RuntimeError("gave up sending")
         await asyncio.sleep(0.5)
-
-
-def tally(expected: list[str], receiver: Receiver) -> dict[str, int]:
-    keys = {f"run/default/webhook/{m}:webhook:response" for m in expected}
-    seen = set(receiver.first_seen)
-    return {
-        "messages": len(expected),
-        "replies_by_key": len(keys & seen),
-        "lost": len(keys - seen),
-        "duplicate_replies": len(seen - keys),
-        "repeated_transmissions": receiver.raw - len(seen),
-    }
 
 
 async def worker_kills(count: int) -> dict[str, Any]:
@@ -180,7 +178,20 @@ async def fuzz(examples: int) -> dict[str, Any]:
     async with stack(extra_config=EXTRA_CHANNELS) as st, aiohttp.ClientSession() as http:
         before = await st.client.count_workflows()
         statuses: dict[int, int] = {}
-        atoms = [None, True, 0, -1, 2**70, "", "x" * 300, "/link", "../..", "\u0000", {}, []]
+        atoms: list[Any] = [
+            None,
+            True,
+            0,
+            -1,
+            2**70,
+            "",
+            "x" * 300,
+            "/link",
+            "../..",
+            "\u0000",
+            {},
+            [],
+        ]
         keys = [
             "type",
             "update_id",
@@ -233,6 +244,7 @@ async def main(args: argparse.Namespace) -> None:
         "down": lambda: temporal_down(args.down_count, args.down_s),
         "flaky": lambda: flaky_platform(args.flaky_count),
         "fuzz": lambda: fuzz(args.fuzz),
+        "scale": lambda: horizontal(args.scale_count),
     }
     for name in args.only or list(scenarios):
         result = await scenarios[name]()
@@ -246,6 +258,7 @@ async def main(args: argparse.Namespace) -> None:
         or r.get("duplicate_replies")
         or r.get("server_errors")
         or r.get("workflows_started")
+        or r.get("continuations_ok") is False
     ]
     if bad:
         raise SystemExit("resilience run found lost, duplicated or unsafe outcomes")
@@ -258,5 +271,8 @@ if __name__ == "__main__":
     parser.add_argument("--down-s", type=float, default=20.0)
     parser.add_argument("--flaky-count", type=int, default=300)
     parser.add_argument("--fuzz", type=int, default=2000, help="fuzzed requests")
-    parser.add_argument("--only", nargs="*", choices=["kill", "down", "flaky", "fuzz"])
+    parser.add_argument(
+        "--scale-count", type=int, default=600, help="messages for the two-by-two run"
+    )
+    parser.add_argument("--only", nargs="*", choices=["kill", "down", "flaky", "fuzz", "scale"])
     asyncio.run(main(parser.parse_args()))

@@ -3,7 +3,9 @@
 Latency is from sending the webhook to the receiver's first sight of the reply's idempotency
 key. Each message is its own conversation, so sessions run in parallel. The floor is a bare
 Temporal client starting one workflow with two trivial activities and awaiting its result, on
-the same dev server. A breakdown comes from the sampled runs' histories.
+the same dev server. A breakdown comes from the sampled runs' histories. CPU seconds of the
+worker, gateway and dev server processes per message give a sizing figure that, unlike the
+latencies, does not depend on the other load on the machine.
 """
 
 from __future__ import annotations
@@ -20,7 +22,15 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.worker import Worker
 
 from bench.floor import FloorWorkflow, floor_step
-from bench.harness import drive, machine, percentiles, stack, webhook_request, webhook_session_id
+from bench.harness import (
+    cpu_per_message,
+    drive,
+    machine,
+    percentiles,
+    stack,
+    webhook_request,
+    webhook_session_id,
+)
 
 
 async def breakdown(client: Any, sampled: list[tuple[str, str]]) -> dict[str, float]:
@@ -78,6 +88,15 @@ async def main(args: argparse.Namespace) -> None:
             st.client, task_queue=floor_tq, workflows=[FloorWorkflow], activities=[floor_step]
         ):
             sent = 0
+            # What the processes burn doing nothing (pollers, metrics), to read the figures by.
+            procs = ("worker", "gateway", "temporal")
+            idle_before = st.cpu(*procs)
+            await asyncio.sleep(10)
+            idle = st.cpu(*procs)
+            report["idle_cpu_ms_per_s"] = {
+                n: round((idle[n] - idle_before[n]) / 10 * 1000, 1) for n in procs
+            }
+            print(json.dumps({"idle_cpu_ms_per_s": report["idle_cpu_ms_per_s"]}), flush=True)
             async with aiohttp.ClientSession() as http:
                 for concurrency in args.concurrency:
                     latencies: list[float] = []
@@ -103,8 +122,11 @@ async def main(args: argparse.Namespace) -> None:
                         latencies.append(st.receiver.first_seen[key] - starts[msg_id])
                         ids.append((msg_id, user))
 
+                    cpu_before = st.cpu(*procs)
                     wall = await drive(args.count, concurrency, one)
                     sent += args.count
+                    await asyncio.sleep(2)  # runs close and sessions take their last signal
+                    cpu = cpu_per_message(cpu_before, st.cpu(*procs), args.count)
                     floor: list[float] = []
 
                     async def floor_one(i: int, floor: list[float] = floor) -> None:
@@ -128,6 +150,7 @@ async def main(args: argparse.Namespace) -> None:
                         "p50_ratio": round(e["p50"] / f["p50"], 2),
                         "p99_ratio": round(e["p99"] / f["p99"], 2),
                         "throughput_ratio": round(floor_wall / wall, 2),
+                        "cpu": cpu,
                         "breakdown_mean_ms": await breakdown(
                             st.client, ids[:: max(1, len(ids) // 25)]
                         ),

@@ -79,6 +79,25 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process has used (``/proc/<pid>/stat``): unlike wall
+    time, this does not move with the other load on the machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per_message(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, Any]:
+    """CPU milliseconds per message and messages per second per core, by process."""
+    out: dict[str, Any] = {}
+    for name in before:
+        used = after[name] - before[name]
+        out[name] = {
+            "cpu_ms_per_message": round(used / n * 1000, 2),
+            "messages_per_core_s": round(n / used, 1) if used else None,
+        }
+    return out
+
+
 @dataclass
 class Receiver:
     """A Standard Webhooks consumer that records every push by its idempotency key."""
@@ -90,6 +109,8 @@ class Receiver:
     rate_limit_ratio: float = 0.0
     rng_seed: int = 7
     limited_at: dict[str, float] = field(default_factory=dict)
+    keep_bodies: bool = False
+    bodies: dict[str, bytes] = field(default_factory=dict)
     retry_gaps: list[float] = field(default_factory=list)
     port: int = 0
     _runner: web.AppRunner | None = None
@@ -122,6 +143,8 @@ class Receiver:
                 return web.Response(status=503)
             self.raw += 1
             self.first_seen.setdefault(key, now)
+            if self.keep_bodies:
+                self.bodies[key] = body
             return web.Response(status=204)
 
         app = web.Application()
@@ -156,12 +179,18 @@ class Stack:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     logdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp()))
+    overrides: dict[str, dict[str, str]] = field(default_factory=dict)
 
-    def spawn(self, name: str, script: str | None = None) -> subprocess.Popen[bytes]:
-        """Start ``worker.py`` or ``gateway.py`` (``script``) as the process called ``name``."""
+    def spawn(
+        self, name: str, script: str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start ``worker.py`` or ``gateway.py`` (``script``) as the process called ``name``;
+        ``env`` overrides settings for this process only (``SWITCHBOARD_SECTION__KEY``)."""
         log = (self.logdir / f"{name}.log").open("ab")
+        env = {**self.env, **self.overrides.get(name, {}), **(env or {})}
+        self.overrides[name] = {k: v for k, v in env.items() if k not in self.env}
         proc = subprocess.Popen(
-            [PY, str(ROOT / f"{script or name}.py")], env=self.env, stdout=log, stderr=log, cwd=ROOT
+            [PY, str(ROOT / f"{script or name}.py")], env=env, stdout=log, stderr=log, cwd=ROOT
         )
         self.procs[name] = proc
         return proc
@@ -171,18 +200,34 @@ class Stack:
         proc.send_signal(sig)
         proc.wait(timeout=30)
 
-    async def wait_ready(self, timeout: float = 60) -> None:
+    def cpu(self, *names: str) -> dict[str, float]:
+        return {n: cpu_seconds(self.procs[n].pid) for n in names}
+
+    async def wait_ready(self, timeout: float = 60, url: str | None = None) -> None:
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession() as http:
             while time.monotonic() < deadline:
                 try:
-                    async with http.get(self.gateway_url + "/readyz") as resp:
+                    async with http.get((url or self.gateway_url) + "/readyz") as resp:
                         if resp.status == 200:
                             return
                 except aiohttp.ClientError:
                     pass
                 await asyncio.sleep(0.2)
         raise RuntimeError("gateway did not become ready")
+
+
+def tally(expected: list[str], receiver: Receiver) -> dict[str, int]:
+    """Replies at the receiver for webhook messages ``expected``: lost, duplicated, resent."""
+    keys = {f"run/default/webhook/{m}:webhook:response" for m in expected}
+    seen = set(receiver.first_seen)
+    return {
+        "messages": len(expected),
+        "replies_by_key": len(keys & seen),
+        "lost": len(keys - seen),
+        "duplicate_replies": len(seen - keys),
+        "repeated_transmissions": receiver.raw - len(seen),
+    }
 
 
 def write_config(
@@ -279,7 +324,7 @@ async def start_dev_server(
 
 
 def security() -> SecuritySettings:
-    return SecuritySettings(signing_key=SIGNING_KEY, codec_keys=[CODEC_KEY])  # type: ignore[arg-type]
+    return SecuritySettings(signing_key=SIGNING_KEY, codec_keys=[CODEC_KEY])
 
 
 @asynccontextmanager
@@ -325,7 +370,9 @@ async def stack(
     )
     st.procs["temporal"] = server
     for i in range(workers):
-        st.spawn("worker" if i == 0 else f"worker{i}", "worker")
+        # Each further worker serves its metrics on a port of its own.
+        metrics = {"SWITCHBOARD_WORKER__METRICS_ADDRESS": f"127.0.0.1:{free_port()}"} if i else {}
+        st.spawn("worker" if i == 0 else f"worker{i}", "worker", metrics)
     st.spawn("gateway")
     await st.wait_ready()
     try:

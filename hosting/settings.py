@@ -106,6 +106,12 @@ class WorkerSettings(_Section):
     )
     max_concurrent_activities: int = Field(default=100, ge=1)
     max_concurrent_workflow_tasks: int = Field(default=100, ge=1)
+    max_cached_workflows: int = Field(
+        default=1000,
+        ge=0,
+        description="sticky workflow cache: open workflows kept in memory between tasks; "
+        "bounds the worker's memory, 0 replays every task from history",
+    )
 
 
 class SecuritySettings(_Section):
