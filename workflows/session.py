@@ -8,6 +8,7 @@ it, carrying all of that along.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -41,6 +42,8 @@ RECENT_KEYS = 512
 IDLE_TIMEOUT = timedelta(days=30)
 # Beyond its own limits, how long a session waits for a run before moving on.
 RUN_GRACE = timedelta(minutes=10)
+# One idle timer serves many turns (sessions recorded before it started one per turn).
+IDLE_TIMER_PATCH = "one-idle-timer"
 
 
 @workflow.defn
@@ -63,23 +66,48 @@ class SessionWorkflow:
         self._active_channel: str | None = state.active_channel
         self._agent_state: str | None = state.agent_state
         self._agent_state_generation = state.agent_state_generation
+        self._last_busy = workflow.now()
+        self._idle_timer: asyncio.Future[None] | None = None
 
     @workflow.run
     async def run(self, state: SessionState) -> None:
         while True:
-            try:
-                await workflow.wait_condition(lambda: bool(self._queue), timeout=IDLE_TIMEOUT)
-            except TimeoutError:
-                await workflow.wait_condition(workflow.all_handlers_finished)
-                if not self._queue:
+            if workflow.patched(IDLE_TIMER_PATCH):
+                if not await self._wait_for_work():
                     return  # idle for long: the session ends; the next message starts a new one
+            else:
+                try:
+                    await workflow.wait_condition(lambda: bool(self._queue), timeout=IDLE_TIMEOUT)
+                except TimeoutError:
+                    await workflow.wait_condition(workflow.all_handlers_finished)
+                    if not self._queue:
+                        return
             item = self._queue.pop(0)
             # The run joins its message's trace, not the session's (headers only: same commands).
             with trace_context.under(item.traceparent):
                 await self._run_one(item)
+            self._last_busy = workflow.now()
             if workflow.info().is_continue_as_new_suggested():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(self._snapshot())
+
+    async def _wait_for_work(self) -> bool:
+        """Waits for the next message; False once the session has been idle ``IDLE_TIMEOUT``.
+        A timer (a billed action and two history events) is started only when none is running,
+        and one that fires after messages came meanwhile is started again for the rest, so a
+        busy conversation costs one timer per ``IDLE_TIMEOUT``, not one per message."""
+        while not self._queue:
+            if self._idle_timer is None or self._idle_timer.done():
+                left = IDLE_TIMEOUT - (workflow.now() - self._last_busy)
+                if left <= timedelta(0):
+                    await workflow.wait_condition(workflow.all_handlers_finished)
+                    return bool(self._queue)
+                self._idle_timer = asyncio.ensure_future(workflow.sleep(left))
+            await workflow.wait_condition(self._work_or_idle_timer)
+        return True
+
+    def _work_or_idle_timer(self) -> bool:
+        return bool(self._queue) or (self._idle_timer is not None and self._idle_timer.done())
 
     async def _run_one(self, item: SubmitInput) -> None:
         request = item.request
