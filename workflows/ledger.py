@@ -8,15 +8,14 @@ Shared by :class:`~workflows.run.AgentRunWorkflow` and
 from __future__ import annotations
 
 from temporalio import workflow
-from temporalio.common import SearchAttributeUpdate
 
 with workflow.unsafe.imports_passed_through():
     from hosting import search_attributes as sa
     from hosting.models import DeliveryState, DestinationStatus, PushRequest, RunView
     from workflows.delivery import PushFailed, push_with_retries
 
-# The delivery state is upserted only when it changes, carrying any upsert the run deferred
-# (each upsert is a billed action; workflows recorded before upserted on every step).
+# The delivery state is upserted only when it changes (each upsert is a billed action;
+# workflows recorded before upserted on every step).
 STATE_ON_CHANGE_PATCH = "delivery-state-on-change"
 
 
@@ -25,7 +24,6 @@ class DeliveryLedger:
         self.states: dict[str, DestinationStatus] = {}
         self.owed: dict[str, list[PushRequest]] = {}
         self._shown: str | None = None  # the SwitchboardDeliveryState last upserted
-        self._carried: dict[str, SearchAttributeUpdate[str]] = {}
 
     async def deliver(self, dest: str, pushes: list[PushRequest]) -> None:
         """Push in order with each push's retry schedule; what cannot be delivered is kept
@@ -56,24 +54,6 @@ class DeliveryLedger:
             self.owed.pop(status.destination, None)
         self._show(self.summary())
 
-    def carry(self, update: SearchAttributeUpdate[str]) -> bool:
-        """Defer an upsert of the run's own (its status) to the next delivery-state upsert, so
-        both land in one command; False in workflows recorded before (upsert it at once)."""
-        if not workflow.patched(STATE_ON_CHANGE_PATCH):
-            return False
-        self._carried[update.key.name] = update
-        return True
-
-    def drop(self, key: str) -> None:
-        """A newer value of ``key`` was upserted on its own: the carried one is stale."""
-        self._carried.pop(key, None)
-
-    def flush(self) -> None:
-        """Upsert what is still carried (nothing was delivered after it was deferred)."""
-        if self._carried:
-            workflow.upsert_search_attributes(list(self._carried.values()))
-            self._carried.clear()
-
     def owed_to(self, dest: str) -> list[PushRequest]:
         return list(self.owed.get(dest, []))
 
@@ -102,11 +82,10 @@ class DeliveryLedger:
 
     def _show(self, state: str) -> None:
         """Concurrent destinations of one run share one upsert for ``pending`` and one for
-        their outcome, instead of two each."""
-        if state == self._shown and not self._carried and workflow.patched(STATE_ON_CHANGE_PATCH):
+        their outcome, instead of two each. The patch is asked only when an upsert would
+        repeat the value, so a single destination records no marker (a patch costs a
+        marker and a ``TemporalChangeVersion`` upsert, two billed actions, per workflow)."""
+        if state == self._shown and workflow.patched(STATE_ON_CHANGE_PATCH):
             return
         self._shown = state
-        workflow.upsert_search_attributes(
-            [*self._carried.values(), sa.DELIVERY_STATE.value_set(state)]
-        )
-        self._carried.clear()
+        workflow.upsert_search_attributes([sa.DELIVERY_STATE.value_set(state)])

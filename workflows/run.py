@@ -110,7 +110,6 @@ class AgentRunWorkflow:
                 await self._execute(inp)
             except asyncio.CancelledError:
                 self._set_status(RunStatus.CANCELLED)
-        self._ledger.flush()
         await self._notify_session(inp)
         if not workflow.patched(RUNS_CLOSE_PATCH):
             # Recorded before runs closed: they stayed open, queryable, for the continuation
@@ -197,7 +196,7 @@ class AgentRunWorkflow:
         self._output = reply.text
         self._agent_state = reply.agent_state
         self._usage = (reply.usage_input_tokens, reply.usage_output_tokens)
-        self._set_status(RunStatus.COMPLETED, with_delivery=True)
+        self._set_status(RunStatus.COMPLETED)
         accounts = [*([inp.home] if inp.home else []), *inp.linked]
         origin = request.reply_to
         destinations = [
@@ -478,16 +477,10 @@ class AgentRunWorkflow:
             # The session has ended meanwhile (idle): there is no transcript left to join.
             workflow.logger.warning("late turn not recorded: the session is gone")
 
-    def _set_status(self, status: RunStatus, *, with_delivery: bool = False) -> None:
-        """``with_delivery``: the status rides on the delivery state's next upsert (one
-        command, one billed action), flushed at the end if nothing is delivered."""
+    def _set_status(self, status: RunStatus) -> None:
         self._status = status
         self._updated_at = workflow.now()
-        update = sa.RUN_STATUS.value_set(status.value)
-        if with_delivery and self._ledger.carry(update):
-            return
-        self._ledger.drop(update.key.name)
-        workflow.upsert_search_attributes([update])
+        workflow.upsert_search_attributes([sa.RUN_STATUS.value_set(status.value)])
 
     @workflow.query
     def view(self) -> RunView:
