@@ -256,8 +256,8 @@ class AgentActivities:
                 done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_EVERY_S)
                 if done:
                     reply = task.result()
-                    if live is not None:  # paused for an approval: no answer yet
-                        paused = bool(reply.approval_requests)
+                    if live is not None:  # paused for an approval or tools: no answer yet
+                        paused = bool(reply.approval_requests or reply.tool_calls)
                         shown, live = await live.finish(None if paused else reply.text), None
                         if shown is not None and not paused:
                             reply = reply.model_copy(update={"live_message": shown})
@@ -276,19 +276,13 @@ class AgentActivities:
     @activity.defn(name="model_step")
     async def model_step(self, step: AgentStep) -> AgentReply:
         """One model call after the first of a turn with tools (the first is ``invoke_agent``):
-        its answer, or the next tool calls. Once recorded, it is never asked again."""
+        its answer, or the next tool calls, streamed like the first step. Once recorded, it
+        is never asked again."""
         backend = self._backend
         if not isinstance(backend, StepsWithTools):
             raise ApplicationError(
                 "this agent kind has no tool steps", type=AGENT_REJECTED, non_retryable=True
             )
-        task = asyncio.ensure_future(backend.step(step))
-        try:
-            while True:
-                done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_EVERY_S)
-                if done:
-                    return task.result()
-                activity.heartbeat()
-        finally:
-            if not task.done():
-                task.cancel()
+        return await self._streamed(
+            step.request, partial(backend.step, step), step.progress_attempt_base
+        )
