@@ -88,13 +88,18 @@ async def recorded_steps(stack: Stack, run_id: str) -> list[AgentStep]:
 async def test_the_answer_after_a_tool_call_grows_in_the_view(
     stack: Stack, person: str, model: FakeModel
 ) -> None:
-    run_id = await say(stack, 'slowly use lookup_weather {"city": "Oslo"}', person)
+    run_id = await say(stack, 'slowly chatty use lookup_weather {"city": "Oslo"}', person)
 
-    async def answering() -> bool:  # the fake holds the answer after its first word
+    async def shows(text: str) -> bool:  # the fake holds each step after its first word
         seen = await view(stack, run_id)
-        return seen.output_text is None and seen.partial_text == "final:"
+        return seen.output_text is None and seen.partial_text == text
 
-    await eventually(answering, timeout=30)
+    # The first step's text, before its tool call: the text so far.
+    await eventually(lambda: shows("checking"), timeout=30)
+    assert (await view(stack, run_id)).tool_calls == []
+    model.step_gate.set()
+    # The answer's step starts the text again rather than continuing it.
+    await eventually(lambda: shows("final:"), timeout=30)
     seen = await view(stack, run_id)
     assert seen.status == "in_progress"
     assert [(c.name, c.phase) for c in seen.tool_calls] == [("lookup_weather", "completed")]
@@ -109,13 +114,16 @@ async def test_the_answer_after_a_tool_call_grows_in_the_view(
         assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
     kinds, _ = await scheduled(stack, run_id)
     assert kinds == Counter(invoke_agent=1, model_step=1, call_tool=1, push_reply=1)
-    # The step counts its attempts above the first call's: its batches restart the text.
+    # The step counts its attempts above the first call's, so its batches restart the text.
     [step] = await recorded_steps(stack, run_id)
     assert step.progress_attempt_base == STEP_BASE
-    batches = await progress_batches(stack, run_id)
-    assert batches and {b.attempt for b in batches} == {STEP_BASE + 1}
-    assert "".join(b.text for b in batches) == reply.text
-    assert [b.seq for b in batches] == list(range(len(batches)))
+    said: dict[int, str] = {}
+    seqs: dict[int, list[int]] = {}
+    for batch in await progress_batches(stack, run_id):
+        said[batch.attempt] = said.get(batch.attempt, "") + batch.text
+        seqs.setdefault(batch.attempt, []).append(batch.seq)
+    assert said == {1: "checking lookup_weather", STEP_BASE + 1: reply.text}
+    assert all(numbers == list(range(len(numbers))) for numbers in seqs.values())
 
 
 @pytest.mark.parametrize(
@@ -174,21 +182,27 @@ async def test_a_slack_thread_streams_the_answer_after_a_tool_call(
         stack, thread, 'slowly chatty use lookup_weather {"city": "Oslo"}'
     )
 
-    async def streaming() -> bool:  # the answer's first word, shown while the model holds
-        return any(
-            m == "chat.startStream" and p["markdown_text"] == "final:" for m, p in slack.calls
-        )
+    def started(text: str) -> list[dict[str, Any]]:
+        return [p for m, p in slack.calls if m == "chat.startStream" and p["markdown_text"] == text]
 
-    await eventually(streaming, timeout=30)
+    async def streaming(text: str) -> bool:  # the fake holds each step after its first word
+        return bool(started(text))
+
+    await eventually(lambda: streaming("checking"), timeout=30)
+    model.step_gate.set()
+    await eventually(lambda: streaming("final:"), timeout=30)
     model.gate.set()
     done = await delivered_once(stack, run_id)
     assert done.output_text == "final: sunny in Oslo"
     calls = methods(slack)
     assert "chat.postMessage" not in calls  # the push completed the stream: no second copy
+    assert calls.count("chat.startStream") == 2  # one per step that wrote text
     assert calls[-2:] == ["chat.stopStream", "chat.update"]
-    # One message in the thread, the run's output; a stream of the first step's text (if it
-    # got one) was removed when that step turned out to call a tool.
+    # The first step's stream was removed once it called a tool: one message is left in the
+    # thread, the answer's, and it is the run's output.
+    deleted = [p["ts"] for m, p in slack.calls if m == "chat.delete"]
     [message] = thread_messages(slack, thread)
+    assert len(deleted) == 1 and deleted[0] != message["ts"]
     assert message["text"] == done.output_text
     [push] = await pushes_of(stack, run_id)
     assert push.live_message == message["ts"]

@@ -4,8 +4,9 @@ The fake model reads the user's message as a script: ``use TOOL {json} then TOOL
 asks for those tools one step at a time (``TOOL {json} and TOOL {json}``: both in one step)
 and then answers ``final: <every tool result>``; ``loop forever`` asks for a tool on every
 step; anything else is answered at once. A leading ``chatty`` makes every step that calls
-tools say ``checking <tools>`` first; a leading ``slowly`` holds a streamed final answer
-after its first word until the test opens the model's ``gate``.
+tools say ``checking <tools>`` first; a leading ``slowly`` holds a streamed answer after its
+first word until the test opens the model's ``gate`` (``step_gate`` for a step's text before
+its tool calls).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class FakeModel:
         self.requests: list[dict[str, Any]] = []
         self.url = ""
         self.gate = asyncio.Event()
+        self.step_gate = asyncio.Event()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         return await self.respond(request, await request.json())
@@ -92,8 +94,8 @@ class FakeModel:
         calls = message.get("tool_calls") or []
         first, *rest = (message["content"] or "").split(" ")
         await _send(resp, _chunk({"role": "assistant", "content": first}))
-        if hold and not calls:
-            await self.gate.wait()
+        if hold and message["content"]:
+            await (self.step_gate if calls else self.gate).wait()
         for word in rest:
             await _send(resp, _chunk({"content": " " + word}))
         for index, call in enumerate(calls):
@@ -164,6 +166,7 @@ async def model() -> AsyncIterator[FakeModel]:
     agent_tools.calls.clear()
     yield fake
     fake.gate.set()
+    fake.step_gate.set()
     await server.close()
 
 
