@@ -137,15 +137,26 @@ class LiveProgress:
             state = ProgressState.STREAMING if text else ProgressState.WORKING
             self._call = self._spawn(self._frame(text, state))
 
+    async def pause(self) -> None:
+        """The step ended with tool calls: the turn goes on, and the next step shows its own
+        progress. A message this step's text was streamed into is removed (the answer comes
+        later, in a message of its own); a working indicator is left to the next step."""
+        await self._settle()
+        if self._live.message is not None:
+            self._spawn(self._show(None, ProgressState.DONE))
+
     async def finish(self, final_text: str | None) -> str | None:
         """The agent stopped (``None``: without an answer). A frame still in flight gets a
         moment to land (it may be creating the live message), then is dropped, so no stale
         draft lands after the reply. Returns the live message the reply's push completes."""
+        await self._settle()
+        self._spawn(self._show(final_text, ProgressState.DONE))
+        return self._live.message
+
+    async def _settle(self) -> None:
         if self._call is not None and not self._call.done():
             await asyncio.wait({self._call}, timeout=SETTLE_S)
             self._call.cancel()
-        self._spawn(self._show(final_text, ProgressState.DONE))
-        return self._live.message
 
     async def _frame(self, text: str | None, state: ProgressState) -> None:
         if await self._show(text, state):
@@ -256,11 +267,14 @@ class AgentActivities:
                 done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_EVERY_S)
                 if done:
                     reply = task.result()
-                    if live is not None:  # paused for an approval: no answer yet
+                    if live is not None and reply.tool_calls:  # the turn goes on
+                        await live.pause()
+                    elif live is not None:  # paused for an approval: no answer yet
                         paused = bool(reply.approval_requests)
-                        shown, live = await live.finish(None if paused else reply.text), None
+                        shown = await live.finish(None if paused else reply.text)
                         if shown is not None and not paused:
                             reply = reply.model_copy(update={"live_message": shown})
+                    live = None
                     if progress is not None:
                         await progress.flush()
                     return reply
@@ -276,19 +290,13 @@ class AgentActivities:
     @activity.defn(name="model_step")
     async def model_step(self, step: AgentStep) -> AgentReply:
         """One model call after the first of a turn with tools (the first is ``invoke_agent``):
-        its answer, or the next tool calls. Once recorded, it is never asked again."""
+        its answer, or the next tool calls, streamed like the first step. Once recorded, it
+        is never asked again."""
         backend = self._backend
         if not isinstance(backend, StepsWithTools):
             raise ApplicationError(
                 "this agent kind has no tool steps", type=AGENT_REJECTED, non_retryable=True
             )
-        task = asyncio.ensure_future(backend.step(step))
-        try:
-            while True:
-                done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_EVERY_S)
-                if done:
-                    return task.result()
-                activity.heartbeat()
-        finally:
-            if not task.done():
-                task.cancel()
+        return await self._streamed(
+            step.request, partial(backend.step, step), step.progress_attempt_base
+        )

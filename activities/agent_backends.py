@@ -87,13 +87,13 @@ class OpenAIChatAgent:
         if request.progress_every_ms:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
-        data = await self._post(body, on_delta)
-        if isinstance(data, AgentReply):
-            return data
+        data, streamed = await self._post(body, on_delta)
         try:
             text = data["choices"][0]["message"]["content"] or ""
         except (KeyError, IndexError, TypeError):
             raise _malformed("choices[0].message.content") from None
+        if not streamed:
+            await on_delta(text)
         usage = data.get("usage") or {}
         return AgentReply(
             text=text,
@@ -103,7 +103,9 @@ class OpenAIChatAgent:
 
     async def step(self, step: AgentStep, on_delta: OnDelta = _ignore) -> AgentReply:
         """One model call of a turn with tools: the answer, or the tools it wants called.
-        Not streamed: a step's text is the answer only once no tool call comes with it."""
+        Streamed when the request asks for progress: text deltas go to ``on_delta`` as they
+        come (text written before tool calls too), tool calls are assembled from the
+        stream's fragments, and the result is what the non-streamed call gives."""
         tools = self._tools
         if tools is None:
             raise ApplicationError(
@@ -131,9 +133,11 @@ class OpenAIChatAgent:
                 {"role": "tool", "tool_call_id": result.call_id, "content": result.content}
                 for result in exchange.results
             ]
-        body = {"model": self._model, "messages": messages, "tools": tools.specs()}
-        data = await self._post(body, on_delta)
-        assert not isinstance(data, AgentReply)  # not streamed
+        body: dict[str, Any] = {"model": self._model, "messages": messages, "tools": tools.specs()}
+        if step.request.progress_every_ms:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        data, streamed = await self._post(body, on_delta)
         try:
             message = data["choices"][0]["message"]
             raw_calls = message.get("tool_calls") or []
@@ -144,7 +148,7 @@ class OpenAIChatAgent:
         except (KeyError, IndexError, TypeError, AttributeError):
             raise _malformed("choices[0].message") from None
         text = message.get("content") or ""
-        if not calls:
+        if not calls and not streamed:
             await on_delta(text)
         usage = data.get("usage") or {}
         return AgentReply(
@@ -155,8 +159,10 @@ class OpenAIChatAgent:
             tool_limits=tools.limits,
         )
 
-    async def _post(self, body: dict[str, Any], on_delta: OnDelta) -> dict[str, Any] | AgentReply:
-        """The server's JSON answer, or the whole streamed answer when ``body`` asks to stream."""
+    async def _post(self, body: dict[str, Any], on_delta: OnDelta) -> tuple[dict[str, Any], bool]:
+        """The server's JSON answer, and whether it came as a stream: when ``body`` asks to
+        stream, the same answer assembled from the stream (its text also passed to
+        ``on_delta`` as it comes). A server that answers JSON anyway is read as JSON."""
         headers = {"content-type": "application/json"}
         if self._key:
             headers["authorization"] = f"Bearer {self._key}"
@@ -176,10 +182,10 @@ class OpenAIChatAgent:
                         type=AGENT_REJECTED,
                         non_retryable=True,
                     )
-                if body.get("stream"):
-                    return await _read_stream(resp, on_delta)
+                if body.get("stream") and resp.content_type != "application/json":
+                    return await _read_stream(resp, on_delta), True
                 data: dict[str, Any] = await resp.json(content_type=None)
-                return data
+                return data, False
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise ApplicationError(f"agent server unreachable ({type(exc).__name__})") from None
 
@@ -190,9 +196,13 @@ def _malformed(what: str) -> ApplicationError:
     )
 
 
-async def _read_stream(resp: aiohttp.ClientResponse, on_delta: OnDelta) -> AgentReply:
-    """Chat Completions streaming: ``data: {chunk}`` lines until ``data: [DONE]``."""
+async def _read_stream(resp: aiohttp.ClientResponse, on_delta: OnDelta) -> dict[str, Any]:
+    """Chat Completions streaming: ``data: {chunk}`` lines until ``data: [DONE]``, assembled
+    into the answer a non-streamed call gives (``choices[0].message`` and ``usage``). Tool
+    calls come as fragments keyed by ``index``: the first carries the id and name, the rest
+    more of the arguments."""
     parts: list[str] = []
+    calls: dict[int, dict[str, Any]] = {}
     usage: dict[str, Any] = {}
     async for raw in resp.content:
         line = raw.decode("utf-8", "replace").strip()
@@ -207,15 +217,32 @@ async def _read_stream(resp: aiohttp.ClientResponse, on_delta: OnDelta) -> Agent
             continue
         usage = chunk.get("usage") or usage
         for choice in chunk.get("choices") or []:
-            delta = (choice.get("delta") or {}).get("content")
-            if delta:
-                parts.append(delta)
-                await on_delta(delta)
-    return AgentReply(
-        text="".join(parts),
-        usage_input_tokens=usage.get("prompt_tokens"),
-        usage_output_tokens=usage.get("completion_tokens"),
+            delta = choice.get("delta") or {}
+            text = delta.get("content")
+            if text:
+                parts.append(text)
+                await on_delta(text)
+            for fragment in delta.get("tool_calls") or []:
+                _add_fragment(calls, fragment)
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(parts)}
+    if calls:
+        message["tool_calls"] = [calls[index] for index in sorted(calls)]
+    return {"choices": [{"index": 0, "message": message}], "usage": usage or None}
+
+
+def _add_fragment(calls: dict[int, dict[str, Any]], fragment: Any) -> None:
+    """One streamed piece of a tool call, joined to the call with its ``index``."""
+    if not isinstance(fragment, dict):
+        raise _malformed("a well-formed tool call fragment")
+    index = fragment.get("index", len(calls))
+    call = calls.setdefault(
+        index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
     )
+    if fragment.get("id") and not call["id"]:
+        call["id"] = fragment["id"]
+    function = fragment.get("function") or {}
+    call["function"]["name"] += function.get("name") or ""
+    call["function"]["arguments"] += function.get("arguments") or ""
 
 
 PythonAgentFn = Callable[

@@ -381,6 +381,9 @@ class AgentStep(Versioned):
 
     request: AgentRequest
     exchanges: list[ToolExchange] = Field(default_factory=list)
+    # The step's progress batches count attempts from here, above every earlier step's, so
+    # the run starts the answer so far afresh (0: recorded before steps streamed).
+    progress_attempt_base: int = 0
 
 
 class ToolDecision(Frozen):

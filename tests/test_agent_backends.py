@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,7 +13,8 @@ from aiohttp.test_utils import TestServer
 from temporalio.exceptions import ApplicationError
 
 from activities.agent_backends import EchoAgent, OpenAIChatAgent, PythonAgent, build_backend
-from hosting.models import AgentReply, AgentRequest, Turn
+from activities.tools import ToolRegistry
+from hosting.models import AgentReply, AgentRequest, AgentStep, Turn
 from hosting.settings import AgentSettings, ConfigError
 
 
@@ -152,3 +154,83 @@ async def test_echo_and_factory() -> None:
         assert isinstance(build_backend(AgentSettings(), http), EchoAgent)
         with pytest.raises(ConfigError, match="agent.callable"):
             build_backend(AgentSettings(kind="python"), http)
+
+
+INTERLEAVED = [  # two calls whose fragments interleave, text before them, usage last
+    {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "Let me"}}]},
+    {"choices": [{"index": 0, "delta": {"content": " check."}}]},
+    {"choices": [{"index": 0, "delta": {"tool_calls": [
+        {"index": 0, "id": "call_a", "type": "function",
+         "function": {"name": "lookup_weather", "arguments": ""}}]}}]},
+    {"choices": [{"index": 0, "delta": {"tool_calls": [
+        {"index": 1, "id": "call_b", "type": "function",
+         "function": {"name": "lookup_weather", "arguments": '{"ci'}}]}}]},
+    {"choices": [{"index": 0, "delta": {"tool_calls": [
+        {"index": 0, "function": {"arguments": '{"city": "Os'}}]}}]},
+    {"choices": [{"index": 0, "delta": {"tool_calls": [
+        {"index": 1, "function": {"arguments": 'ty": "Rome"}'}}]}}]},
+    {"choices": [{"index": 0, "delta": {"tool_calls": [
+        {"index": 0, "function": {"arguments": 'lo"}'}}]}}]},
+    {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+    {"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 4}},
+]  # fmt: skip
+WHOLE = {
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Let me check.",
+        "tool_calls": [
+            {"id": "call_a", "type": "function",
+             "function": {"name": "lookup_weather", "arguments": '{"city": "Oslo"}'}},
+            {"id": "call_b", "type": "function",
+             "function": {"name": "lookup_weather", "arguments": '{"city": "Rome"}'}},
+        ]}}],
+    "usage": {"prompt_tokens": 9, "completion_tokens": 4},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("answer", ["stream", "json"])
+async def test_a_streamed_step_gives_what_the_non_streamed_call_gives(answer: str) -> None:
+    """Tool calls from interleaved fragments, in index order; a server that ignores
+    ``stream`` and answers JSON is read as JSON."""
+    sent: list[dict[str, Any]] = []
+
+    async def handle(req: web.Request) -> web.StreamResponse:
+        sent.append(await req.json())
+        if answer == "json":
+            return web.json_response(WHOLE)
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(req)
+        for chunk in INTERLEAVED:
+            await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        await resp.write(b"data: [DONE]\n\n")
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    settings = AgentSettings(
+        kind="openai",
+        base_url=str(server.make_url("/v1")),  # type: ignore[arg-type]
+        tools=["tests.agent_tools:lookup_weather"],
+    )
+    deltas: list[str] = []
+
+    async def on_delta(delta: str) -> None:
+        deltas.append(delta)
+
+    streaming = request("weather?").model_copy(update={"progress_every_ms": 250})
+    try:
+        async with aiohttp.ClientSession() as http:
+            agent = OpenAIChatAgent(settings, http, ToolRegistry(settings))
+            reply = await agent.step(AgentStep(request=streaming), on_delta)
+    finally:
+        await server.close()
+    assert sent[0]["stream"] is True and sent[0]["stream_options"] == {"include_usage": True}
+    assert reply.text == "Let me check."
+    assert [(c.call_id, c.name, json.loads(c.arguments)) for c in reply.tool_calls] == [
+        ("call_a", "lookup_weather", {"city": "Oslo"}),
+        ("call_b", "lookup_weather", {"city": "Rome"}),
+    ]
+    assert all(c.known for c in reply.tool_calls)
+    assert (reply.usage_input_tokens, reply.usage_output_tokens) == (9, 4)
+    # Streamed text reaches progress as it comes; a step with calls sends none otherwise.
+    assert deltas == (["Let me", " check."] if answer == "stream" else [])

@@ -218,12 +218,12 @@ async def test_each_platform_can_have_its_own_interval(
     assert "chat.startStream" in methods(slack) and "chat.postMessage" not in methods(slack)
 
 
-async def slack_say(stack: Stack, thread_ts: str | None) -> tuple[str, str]:
+async def slack_say(stack: Stack, thread_ts: str | None, text: str = TEXT) -> tuple[str, str]:
     """A direct message from a new user (in a thread, or not); (its channel, its run id)."""
     key = fresh_key()
     channel = f"D{key}"
     event: dict[str, Any] = {
-        "type": "message", "channel_type": "im", "user": f"U{key}", "text": TEXT,
+        "type": "message", "channel_type": "im", "user": f"U{key}", "text": text,
         "ts": f"{key}.000100", "channel": channel,
     }  # fmt: skip
     if thread_ts:

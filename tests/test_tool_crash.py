@@ -48,22 +48,12 @@ class HeldModel(FakeModel):
         self.held = asyncio.Event()
         self.release = asyncio.Event()
 
-    async def handle(self, request: web.Request) -> web.Response:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         if any(m["role"] == "tool" for m in body["messages"]) and not self.release.is_set():
             self.held.set()
             await self.release.wait()
-        return await super().handle(_Replayed(request, body))  # type: ignore[arg-type]
-
-
-class _Replayed:
-    """A request whose JSON body was already read."""
-
-    def __init__(self, request: web.Request, body: object) -> None:
-        self._body = body
-
-    async def json(self) -> object:
-        return self._body
+        return await self.respond(request, body)
 
 
 @pytest.fixture

@@ -1,12 +1,17 @@
 """Tools as durable steps and approvals by text command, against a fake Chat Completions model.
 
 The fake model reads the user's message as a script: ``use TOOL {json} then TOOL {json}``
-asks for those tools one step at a time and then answers ``final: <every tool result>``;
-``loop forever`` asks for a tool on every step; anything else is answered at once.
+asks for those tools one step at a time (``TOOL {json} and TOOL {json}``: both in one step)
+and then answers ``final: <every tool result>``; ``loop forever`` asks for a tool on every
+step; anything else is answered at once. A leading ``chatty`` makes every step that calls
+tools say ``checking <tools>`` first; a leading ``slowly`` holds a streamed answer after its
+first word until the test opens the model's ``gate`` (``step_gate`` for a step's text before
+its tool calls).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -37,30 +42,79 @@ TOOLS = [
 
 
 class FakeModel:
-    """Speaks Chat Completions with ``tools``; records every request it got."""
+    """Speaks Chat Completions with ``tools``; records every request it got. Asked to stream,
+    it sends the same answer in the real chunk format: the text word by word, each tool call
+    as a head (index, id, name) and its arguments in pieces, the finish reason, the usage,
+    then ``[DONE]``."""
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.url = ""
+        self.gate = asyncio.Event()
+        self.step_gate = asyncio.Event()
 
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.json()
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        return await self.respond(request, await request.json())
+
+    async def respond(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
         self.requests.append(body)
         messages = body["messages"]
         user = next(m for m in reversed(messages) if m["role"] == "user")["content"]
+        hold = user.startswith("slowly ")
+        user = user.removeprefix("slowly ")
+        chatty = user.startswith("chatty ")
+        user = user.removeprefix("chatty ")
         results = [m["content"] for m in messages if m["role"] == "tool"]
+        done = sum(1 for m in messages if m["role"] == "assistant" and m.get("tool_calls"))
+        completion: dict[str, Any]
         if user == "loop forever":
-            return self._calls([("lookup_weather", {"city": f"Loop{len(results)}"})], len(results))
-        if user.startswith("use "):
-            steps = [step.split(" ", 1) for step in user[4:].split(" then ")]
-            if len(results) < len(steps):
-                name, args = steps[len(results)]
-                return self._calls([(name, json.loads(args))], len(results))
-            return self._answer("final: " + " | ".join(results))
-        return self._answer(f"plain: {user}")
+            completion = self._calls_body([("lookup_weather", {"city": f"Loop{done}"})], done)
+        elif user.startswith("use ") and done < len(steps := user[4:].split(" then ")):
+            calls = [call.split(" ", 1) for call in steps[done].split(" and ")]
+            parsed = [(name, json.loads(args)) for name, args in calls]
+            completion = self._calls_body(parsed, len(results))
+            if chatty:
+                completion["choices"][0]["message"]["content"] = "checking " + " and ".join(
+                    name for name, _ in parsed
+                )
+        elif user.startswith("use "):
+            completion = self._answer_body("final: " + " | ".join(results))
+        else:
+            completion = self._answer_body(f"plain: {user}")
+        if not body.get("stream"):
+            return web.json_response(completion)
+        return await self._stream(request, body, completion, hold)
+
+    async def _stream(
+        self, request: web.Request, body: dict[str, Any], completion: dict[str, Any], hold: bool
+    ) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        message = completion["choices"][0]["message"]
+        calls = message.get("tool_calls") or []
+        first, *rest = (message["content"] or "").split(" ")
+        await _send(resp, _chunk({"role": "assistant", "content": first}))
+        if hold and message["content"]:
+            await (self.step_gate if calls else self.gate).wait()
+        for word in rest:
+            await _send(resp, _chunk({"content": " " + word}))
+        for index, call in enumerate(calls):
+            head = {"index": index, "id": call["id"], "type": "function"}
+            name = {"name": call["function"]["name"], "arguments": ""}
+            await _send(resp, _chunk({"tool_calls": [{**head, "function": name}]}))
+            arguments = call["function"]["arguments"]
+            for at in range(0, len(arguments), 7):  # split mid-token, as models do
+                piece = {"index": index, "function": {"arguments": arguments[at : at + 7]}}
+                await _send(resp, _chunk({"tool_calls": [piece]}))
+        await _send(resp, _chunk({}, "tool_calls" if calls else "stop"))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage = completion.get("usage")
+            await _send(resp, {**_chunk({}), "choices": [], "usage": usage})
+        await resp.write(b"data: [DONE]\n\n")
+        return resp
 
     @staticmethod
-    def _calls(calls: list[tuple[str, dict[str, Any]]], first: int) -> web.Response:
+    def _calls_body(calls: list[tuple[str, dict[str, Any]]], first: int) -> dict[str, Any]:
         tool_calls = [
             {
                 "id": f"call_{first + i}",
@@ -70,13 +124,35 @@ class FakeModel:
             for i, (name, args) in enumerate(calls)
         ]
         message = {"role": "assistant", "content": None, "tool_calls": tool_calls}
-        return web.json_response({"choices": [{"index": 0, "message": message}]})
+        return {"choices": [{"index": 0, "message": message}]}
 
     @staticmethod
-    def _answer(text: str) -> web.Response:
+    def _answer_body(text: str) -> dict[str, Any]:
         message = {"role": "assistant", "content": text}
         usage = {"prompt_tokens": 5, "completion_tokens": 2}
-        return web.json_response({"choices": [{"index": 0, "message": message}], "usage": usage})
+        return {"choices": [{"index": 0, "message": message}], "usage": usage}
+
+    @classmethod
+    def _calls(cls, calls: list[tuple[str, dict[str, Any]]], first: int) -> web.Response:
+        return web.json_response(cls._calls_body(calls, first))
+
+    @classmethod
+    def _answer(cls, text: str) -> web.Response:
+        return web.json_response(cls._answer_body(text))
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": "fake",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+
+
+async def _send(resp: web.StreamResponse, chunk: dict[str, Any]) -> None:
+    await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
 
 
 @pytest.fixture
@@ -89,6 +165,8 @@ async def model() -> AsyncIterator[FakeModel]:
     fake.url = str(server.make_url("/v1"))
     agent_tools.calls.clear()
     yield fake
+    fake.gate.set()
+    fake.step_gate.set()
     await server.close()
 
 

@@ -66,6 +66,9 @@ APPROVAL_CANCEL_PATCH = "approval-cancel"
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
 CODE_LENGTH = 6
 SHOWN_ARGUMENTS = 200  # characters of a call's arguments in the approval message
+# A model step's progress batches count attempts above every earlier step's (and above the
+# first call's, ``invoke_agent``), so the run starts the answer so far afresh per step.
+STEP_ATTEMPTS = 1_000_000
 
 
 class TurnExpired(Exception):
@@ -215,7 +218,11 @@ class ToolLoop:
             )
             reply = await workflow.execute_activity_method(
                 AgentActivities.model_step,
-                AgentStep(request=self._request, exchanges=exchanges),
+                AgentStep(
+                    request=self._request,
+                    exchanges=exchanges,
+                    progress_attempt_base=steps * STEP_ATTEMPTS,
+                ),
                 start_to_close_timeout=timedelta(seconds=self._inp.submit.options.agent_timeout_s),
                 schedule_to_close_timeout=self._remaining(),
                 heartbeat_timeout=timedelta(seconds=self._inp.submit.options.agent_heartbeat_s),

@@ -172,12 +172,13 @@ class AgentRunWorkflow:
                     non_retryable_error_types=[AGENT_REJECTED],
                 ),
             )
-            live = reply.live_message  # shown as it grew, where the reply lands first
             if reply.tool_calls:  # only with [agent] tools: the loop runs here, step by step
                 reply = await ToolLoop(inp, agent_request, self).finish(reply)
             elif reply.approval_requests:  # an agent_framework agent paused for the person
                 reply = await FrameworkTurn(inp, agent_request, self).finish(reply)
                 self._late_state = self._released
+            # Shown as it grew, where the reply lands first: by the step that answered.
+            live = reply.live_message
         except TurnExpired:
             self._error = "the run exceeded its maximum duration"
             self._set_status(RunStatus.EXPIRED)
