@@ -20,7 +20,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from temporalio.api.enums.v1 import EventType
 
 from activities.agent_backends import build_backend
@@ -30,7 +29,16 @@ from hosting.settings import AgentSettings, ConfigError
 from tests.conftest import Stack
 from tests.support import eventually
 from tests.test_replay import replayer
-from tests.test_tools import CODE, next_push, say, scheduled, view
+from tests.test_tools import (
+    CODE,
+    next_push,
+    say,
+    scheduled,
+    send_chunk,
+    serving_model,
+    sse_chunk,
+    view,
+)
 from worker import build_worker
 
 CALLABLE = "examples.agent_framework_agent:build_agent"
@@ -61,61 +69,42 @@ class FakeStreamingModel:
         else:
             await self._words(resp, f"plain: {user}", hold="slowly" in user)
         usage = {"prompt_tokens": 5, "completion_tokens": 2}
-        await _send(resp, {**_chunk({}), "choices": [], "usage": usage})
+        await send_chunk(resp, {**sse_chunk({}), "choices": [], "usage": usage})
         await resp.write(b"data: [DONE]\n\n")
         return resp
 
     async def _words(self, resp: web.StreamResponse, text: str, hold: bool = False) -> None:
         first, *rest = text.split(" ")
-        await _send(resp, _chunk({"role": "assistant", "content": first}))
+        await send_chunk(resp, sse_chunk({"role": "assistant", "content": first}))
         if hold:
             await self.gate.wait()
         for word in rest:
-            await _send(resp, _chunk({"content": " " + word}))
-        await _send(resp, _chunk({}, "stop"))
+            await send_chunk(resp, sse_chunk({"content": " " + word}))
+        await send_chunk(resp, sse_chunk({}, "stop"))
 
     @staticmethod
     async def _tool_call(resp: web.StreamResponse, name: str, args: dict[str, Any]) -> None:
         head = {"index": 0, "id": "call_0", "type": "function"}
-        await _send(
+        await send_chunk(
             resp,
-            _chunk({"role": "assistant", "tool_calls": [{**head, "function": {"name": name}}]}),
+            sse_chunk({"role": "assistant", "tool_calls": [{**head, "function": {"name": name}}]}),
         )
         arguments = {"index": 0, "function": {"arguments": json.dumps(args)}}
-        await _send(resp, _chunk({"tool_calls": [arguments]}))
-        await _send(resp, _chunk({}, "tool_calls"))
-
-
-def _chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion.chunk",
-        "created": 0,
-        "model": "fake",
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-    }
-
-
-async def _send(resp: web.StreamResponse, chunk: dict[str, Any]) -> None:
-    await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        await send_chunk(resp, sse_chunk({"tool_calls": [arguments]}))
+        await send_chunk(resp, sse_chunk({}, "tool_calls"))
 
 
 @pytest.fixture
 async def model(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeStreamingModel]:
     fake = FakeStreamingModel()
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", fake.handle)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    fake.url = str(server.make_url("/v1"))
-    # The example reads the framework's own variables; the worker builds the agent at start.
-    monkeypatch.setenv("OPENAI_BASE_URL", fake.url)
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    monkeypatch.setenv("OPENAI_MODEL", "fake")
-    example.payments.clear()
-    yield fake
-    fake.gate.set()
-    await server.close()
+    async with serving_model(fake.handle) as fake.url:
+        # The example reads the framework's own variables; the worker builds the agent at start.
+        monkeypatch.setenv("OPENAI_BASE_URL", fake.url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        monkeypatch.setenv("OPENAI_MODEL", "fake")
+        example.payments.clear()
+        yield fake
+        fake.gate.set()
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from temporalio.client import Client, ScheduleHandle
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -37,7 +36,7 @@ from hosting.settings import ConfigError
 from tests.conftest import Stack, temporal_address
 from tests.support import CODEC_KEY, SIGNING_KEY, eventually, make_settings, session_id
 from tests.test_replay import each, replayer
-from tests.test_tools import FakeModel
+from tests.test_tools import FakeModel, serving_model
 
 ROOT = Path(__file__).resolve().parent.parent
 APP_KEY = "app-key-" + "c" * 24
@@ -83,13 +82,8 @@ class CheckInModel(FakeModel):
 @pytest.fixture
 async def model() -> AsyncIterator[CheckInModel]:
     fake = CheckInModel()
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", fake.handle)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    fake.url = str(server.make_url("/v1"))
-    yield fake
-    await server.close()
+    async with serving_model(fake.handle) as fake.url:
+        yield fake
 
 
 @pytest.fixture

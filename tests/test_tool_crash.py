@@ -32,7 +32,7 @@ from tests.support import (
     webhook_headers,
     webhook_message,
 )
-from tests.test_tools import FakeModel
+from tests.test_tools import FakeModel, serving_model
 from tests.test_worker_crash import WorkerProcess, free_port
 
 CODE = re.compile(r"/approve ([A-Z2-9]{6})\b")
@@ -59,14 +59,9 @@ class HeldModel(FakeModel):
 @pytest.fixture
 async def model() -> AsyncIterator[HeldModel]:
     fake = HeldModel()
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", fake.handle)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    fake.url = str(server.make_url("/v1"))
-    yield fake
-    fake.release.set()
-    await server.close()
+    async with serving_model(fake.handle) as fake.url:
+        yield fake
+        fake.release.set()
 
 
 @pytest.fixture

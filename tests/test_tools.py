@@ -12,12 +12,13 @@ its tool calls).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -93,23 +94,23 @@ class FakeModel:
         message = completion["choices"][0]["message"]
         calls = message.get("tool_calls") or []
         first, *rest = (message["content"] or "").split(" ")
-        await _send(resp, _chunk({"role": "assistant", "content": first}))
+        await send_chunk(resp, sse_chunk({"role": "assistant", "content": first}))
         if hold and message["content"]:
             await (self.step_gate if calls else self.gate).wait()
         for word in rest:
-            await _send(resp, _chunk({"content": " " + word}))
+            await send_chunk(resp, sse_chunk({"content": " " + word}))
         for index, call in enumerate(calls):
             head = {"index": index, "id": call["id"], "type": "function"}
             name = {"name": call["function"]["name"], "arguments": ""}
-            await _send(resp, _chunk({"tool_calls": [{**head, "function": name}]}))
+            await send_chunk(resp, sse_chunk({"tool_calls": [{**head, "function": name}]}))
             arguments = call["function"]["arguments"]
             for at in range(0, len(arguments), 7):  # split mid-token, as models do
                 piece = {"index": index, "function": {"arguments": arguments[at : at + 7]}}
-                await _send(resp, _chunk({"tool_calls": [piece]}))
-        await _send(resp, _chunk({}, "tool_calls" if calls else "stop"))
+                await send_chunk(resp, sse_chunk({"tool_calls": [piece]}))
+        await send_chunk(resp, sse_chunk({}, "tool_calls" if calls else "stop"))
         if (body.get("stream_options") or {}).get("include_usage"):
             usage = completion.get("usage")
-            await _send(resp, {**_chunk({}), "choices": [], "usage": usage})
+            await send_chunk(resp, {**sse_chunk({}), "choices": [], "usage": usage})
         await resp.write(b"data: [DONE]\n\n")
         return resp
 
@@ -141,7 +142,8 @@ class FakeModel:
         return web.json_response(cls._answer_body(text))
 
 
-def _chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+def sse_chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    """One Chat Completions stream chunk, as the fake models here send them."""
     return {
         "id": "chatcmpl-1",
         "object": "chat.completion.chunk",
@@ -151,23 +153,33 @@ def _chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
     }
 
 
-async def _send(resp: web.StreamResponse, chunk: dict[str, Any]) -> None:
+async def send_chunk(resp: web.StreamResponse, chunk: dict[str, Any]) -> None:
     await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+
+
+@contextlib.asynccontextmanager
+async def serving_model(
+    handle: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[str]:
+    """A fake Chat Completions server on loopback; yields its base URL."""
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield str(server.make_url("/v1"))
+    finally:
+        await server.close()
 
 
 @pytest.fixture
 async def model() -> AsyncIterator[FakeModel]:
     fake = FakeModel()
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", fake.handle)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    fake.url = str(server.make_url("/v1"))
-    agent_tools.calls.clear()
-    yield fake
-    fake.gate.set()
-    fake.step_gate.set()
-    await server.close()
+    async with serving_model(fake.handle) as fake.url:
+        agent_tools.calls.clear()
+        yield fake
+        fake.gate.set()
+        fake.step_gate.set()
 
 
 @pytest.fixture
