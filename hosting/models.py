@@ -205,6 +205,20 @@ class RunInput(Versioned):
     agent_state: str | None = None  # the session's agent_framework state (see SessionState)
     agent_state_generation: int = 0
 
+    def caller(self, session_id: str | None = None) -> Identity | None:
+        """The person the run is for, as an account of ``session_id`` (by default the run's
+        session): who may approve, whom tools and commands act for. None without a session."""
+        sid = session_id or self.session_id
+        if sid is None:
+            return None
+        request = self.submit.request
+        return Identity(
+            channel=request.channel,
+            user_id=request.user_id,
+            address=request.reply_to,
+            session_id=sid,
+        )
+
 
 class RunFinished(Frozen):
     """Signal from a run to its session once its replies are out."""
@@ -219,15 +233,9 @@ class RunFinished(Frozen):
     unlink_all: bool = False
     # The agent's conversation state after this turn (``agent_framework``; None: none kept).
     agent_state: str | None = None
-
-
-class AgentStateUpdate(Frozen):
-    """Signal from a run that waited for approval: its turn's state, which the session keeps
-    only while its state is still the one the run started from."""
-
-    run_id: str
-    generation: int
-    agent_state: str | None = None
+    # A late turn's state: kept only while the session's state is still this generation (the
+    # one the run started from); None: the late turn carries no state.
+    agent_state_generation: int | None = None
 
 
 class DestinationStatus(Frozen):

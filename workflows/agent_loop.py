@@ -43,7 +43,6 @@ with workflow.unsafe.imports_passed_through():
         ApprovalDecision,
         ApprovalOutcome,
         ApprovalStart,
-        Identity,
         RunInput,
         ToolCall,
         ToolCallPhase,
@@ -125,19 +124,12 @@ class PersonApproval:
         request = self._inp.submit.request
         if session_id is None and workflow.patched(APPROVAL_WITHOUT_SESSION_PATCH):
             session_id = self._inp.run_id  # answered through the API that started the run
-        if session_id is None:
+        me = self._inp.caller(session_id)
+        if session_id is None or me is None:
             return ApprovalVerdict(
                 False, "it needs a person's approval, and this run has no conversation to ask in"
             )
-        approvers = [
-            Identity(
-                channel=request.channel,
-                user_id=request.user_id,
-                address=request.reply_to,
-                session_id=session_id,
-            ),
-            *self._inp.linked,
-        ]
+        approvers = [me, *self._inp.linked]
         handle = None
         code = ""
         for _ in range(3):  # a code still waiting in this session is never reused
@@ -282,7 +274,7 @@ class ToolLoop:
                     run_id=self._inp.run_id,
                     call=call,
                     idempotency_key=f"{self._inp.run_id}:{call.call_id}",
-                    caller=self._caller(),
+                    caller=self._inp.caller(),
                 ),
                 start_to_close_timeout=timedelta(seconds=call.timeout_s),
                 schedule_to_close_timeout=self._remaining(),
@@ -310,18 +302,6 @@ class ToolLoop:
             return ToolResult(call_id=call.call_id, content=f"error: {why}", ok=False)
         return result
 
-    def _caller(self) -> Identity | None:
-        """The person the run is for, whom tools like ``schedule_check_in`` act for."""
-        request = self._inp.submit.request
-        if self._inp.session_id is None:
-            return None
-        return Identity(
-            channel=request.channel,
-            user_id=request.user_id,
-            address=request.reply_to,
-            session_id=self._inp.session_id,
-        )
-
     async def _approval(self, call: ToolCall, limits: ToolLoopLimits) -> ToolResult | None:
         """Waits for the person; ``None`` when they approved, else the result the model gets."""
         verdict = await PersonApproval(self._inp, self._host).ask(
@@ -335,7 +315,8 @@ class ToolLoop:
         self._deadline += verdict.waited
         if verdict.approved:
             return None
-        self._progress("declined")
+        if self._calls and self._calls[-1].call_id == call.call_id:
+            self._progress("declined")  # it waited (no entry if no code could be issued)
         return _refused(call, verdict.why)
 
     def _remaining(self) -> timedelta:

@@ -30,7 +30,6 @@ with workflow.unsafe.imports_passed_through():
         AgentProgress,
         AgentReply,
         AgentRequest,
-        AgentStateUpdate,
         ApprovalAnswer,
         ApprovalOutcome,
         DestinationStatus,
@@ -312,22 +311,13 @@ class AgentRunWorkflow:
 
     async def _approval_command(self, inp: RunInput, command: Command) -> str:
         """``/approve CODE`` or ``/deny CODE``: answers the call waiting in this session."""
-        request = inp.submit.request
         refused = "That approval code is not valid or has expired."
-        if inp.session_id is None or not command.argument:
+        me = inp.caller()
+        if me is None or not command.argument:
             return refused
         outcome: ApprovalOutcome = await workflow.execute_activity_method(
             ToolActivities.answer_approval,
-            ApprovalAnswer(
-                code=command.argument,
-                approve=command.name == "approve",
-                identity=Identity(
-                    channel=request.channel,
-                    user_id=request.user_id,
-                    address=request.reply_to,
-                    session_id=inp.session_id,
-                ),
-            ),
+            ApprovalAnswer(code=command.argument, approve=command.name == "approve", identity=me),
             start_to_close_timeout=timedelta(seconds=30),
         )
         if not outcome.accepted:
@@ -341,30 +331,14 @@ class AgentRunWorkflow:
         if command.name in ("approve", "deny"):
             return await self._approval_command(inp, command)
         if command.name in ("schedules", "unschedule"):
-            request = inp.submit.request
-            owner = (
-                Identity(
-                    channel=request.channel,
-                    user_id=request.user_id,
-                    address=request.reply_to,
-                    session_id=inp.session_id,
-                )
-                if inp.session_id is not None
-                else None
-            )
-            return await schedule_command(owner, command)
+            return await schedule_command(inp.caller(), command)
         policy = inp.submit.options.linking
         request = inp.submit.request
         if not policy.enabled:
             return "Linking accounts is not enabled here."
-        if inp.session_id is None:
+        me = inp.caller()
+        if me is None:
             return "Linking needs a conversation, and this request has none."
-        me = Identity(
-            channel=request.channel,
-            user_id=request.user_id,
-            address=request.reply_to,
-            session_id=inp.session_id,
-        )
         linked_here = next((i for i in inp.linked if i.same_account(me)), None)
         if command.name == "unlink":
             if linked_here is not None:
@@ -428,15 +402,6 @@ class AgentRunWorkflow:
         if inp.session_id is None:
             return
         if self._released and not released:
-            if self._late_state and self._output is not None:
-                await workflow.get_external_workflow_handle(inp.session_id).signal(
-                    names.AGENT_STATE_SIGNAL,
-                    AgentStateUpdate(
-                        run_id=inp.run_id,
-                        generation=inp.agent_state_generation,
-                        agent_state=self._agent_state,
-                    ),
-                )
             if self._output is not None and workflow.patched(LATE_TURN_PATCH):
                 await self._late_turn(inp.session_id, inp)
             return
@@ -472,6 +437,9 @@ class AgentRunWorkflow:
                     status=self._status,
                     user_text=inp.submit.request.text,
                     reply_text=self._output,
+                    # A framework turn's state, kept unless a later turn replaced the state.
+                    agent_state=self._agent_state if self._late_state else None,
+                    agent_state_generation=inp.agent_state_generation if self._late_state else None,
                 ),
             )
         except FailureError:

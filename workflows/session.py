@@ -22,7 +22,6 @@ with workflow.unsafe.imports_passed_through():
     from hosting.ids import InvalidKey, message_id, run_workflow_id
     from hosting.models import (
         QUEUE_FULL,
-        AgentStateUpdate,
         Identity,
         LinkingPolicy,
         RunFinished,
@@ -195,8 +194,8 @@ class SessionWorkflow:
         return len(recent) >= policy.max_attempts
 
     def _remember_turn(self, finished: RunFinished, *, late: bool = False) -> None:
-        """``late``: a released turn's text; its agent state (if any) came by ``agent_state``,
-        which keeps it only if no later turn replaced it, so it is left alone here."""
+        """``late``: a released turn's text; its agent state (if any) is kept by ``late_turn``
+        only if no later turn replaced it, so it is left alone here."""
         if finished.reply_text is None:
             return
         if not late:
@@ -211,13 +210,6 @@ class SessionWorkflow:
         if state is not None or self._agent_state is not None:
             self._agent_state = state
             self._agent_state_generation += 1
-
-    @workflow.signal(name=names.AGENT_STATE_SIGNAL)
-    def agent_state_update(self, update: AgentStateUpdate) -> None:
-        """A turn that waited for approval ended after the session moved on: its state is kept
-        only if no other turn replaced the state meanwhile (the later turn's state wins)."""
-        if update.generation == self._agent_state_generation:
-            self._keep_agent_state(update.agent_state)
 
     @workflow.update
     async def submit(self, item: SubmitInput) -> SubmitResult:
@@ -299,6 +291,10 @@ class SessionWorkflow:
         text and answer join the transcript now, bounded as every turn."""
         if not finished.command:
             self._remember_turn(finished, late=True)
+        # A framework turn's state follows only if no later turn replaced the state meanwhile
+        # (the later turn's state wins).
+        if finished.agent_state_generation == self._agent_state_generation:
+            self._keep_agent_state(finished.agent_state)
 
     async def _cancel_current(self) -> None:
         """Cancel the running run once its workflow exists (it may still be starting)."""
