@@ -49,7 +49,6 @@ from channels.activity_cards import (
 )
 from channels.activity_package import ACCENT, app_zip
 from channels.base import (
-    PROGRESS_EVERY_HELP,
     PROGRESS_TIMEOUT_S,
     Accepted,
     Answered,
@@ -60,16 +59,16 @@ from channels.base import (
     InboundHttp,
     InboundOutcome,
     LiveReply,
+    LiveReplySettings,
     ProgressState,
     Refused,
-    progress_interval_s,
 )
 from channels.chunking import send_parts, split_text
 from channels.http_push import HttpResult, classify_status, parse_retry_after
 from channels.inbound_body import BodyError, PlatformBody, parse_body
 from hosting.ids import tuple_key
 from hosting.models import ChannelRequest, PushRequest, ReplyAddress, SubmitResult
-from hosting.settings import ChannelSettings, ConfigError, require_secret
+from hosting.settings import ConfigError, require_secret
 
 ISSUER = "https://api.botframework.com"
 DEFAULT_METADATA_URL = "https://login.botframework.com/v1/.well-known/openidconfiguration"
@@ -162,7 +161,7 @@ def _check_prefix(prefix: str) -> str:
     return prefix if prefix.endswith("/") else prefix + "/"
 
 
-class ActivityChannelSettings(ChannelSettings):
+class ActivityChannelSettings(LiveReplySettings):
     """``[channels.activity]``: the Azure Bot's app registration and where Teams may send us."""
 
     app_id: str = ""
@@ -185,9 +184,6 @@ class ActivityChannelSettings(ChannelSettings):
     privacy_url: str | None = None
     terms_url: str | None = None
     app_version: str = Field(default="1.0.0", pattern=r"^\d+\.\d+\.\d+$")
-    progress_every_ms: int | None = Field(
-        default=None, ge=0, le=60_000, description=PROGRESS_EVERY_HELP
-    )
     stream_replies: bool = Field(
         default=True, description="stream replies in personal chats while the agent writes"
     )
@@ -247,7 +243,7 @@ class ActivityChannel(BaseChannel):
         )
         self._keys = KeySet(settings.openid_metadata_url, clock)
         self._token = OutboundToken(settings, clock)
-        self.progress_every_s = progress_interval_s(settings.progress_every_ms)
+        self.progress_every_s = settings.progress_every_s
 
     # -- inbound ---------------------------------------------------------------------------
 

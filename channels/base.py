@@ -15,13 +15,16 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
 
+from pydantic import Field
+
 from hosting.models import ChannelRequest, Frozen, PushRequest, ReplyAddress, SubmitResult
+from hosting.settings import ChannelSettings
 
 if TYPE_CHECKING:
     import aiohttp
 
     from hosting.ids import Scope
-    from hosting.settings import ChannelSettings, Settings
+    from hosting.settings import Settings
 
 
 class FailureMode(StrEnum):
@@ -287,15 +290,23 @@ class ProgressState(StrEnum):
 
 
 PROGRESS_TIMEOUT_S = 5.0  # a progress call that takes longer is worth nothing
-PROGRESS_EVERY_HELP = (
-    "this platform's interval between live-reply frames; default [agent] progress_every_ms, "
-    "0 turns them off here"
-)
 
 
-def progress_interval_s(progress_every_ms: int | None) -> float | None:
-    """A platform section's ``progress_every_ms`` as seconds (None: the agent's default)."""
-    return None if progress_every_ms is None else progress_every_ms / 1000
+class LiveReplySettings(ChannelSettings):
+    """The section of a platform that shows replies live: its own interval between frames."""
+
+    progress_every_ms: int | None = Field(
+        default=None,
+        ge=0,
+        le=60_000,
+        description="this platform's interval between live-reply frames; default "
+        "[agent] progress_every_ms, 0 turns them off here",
+    )
+
+    @property
+    def progress_every_s(self) -> float | None:
+        """As seconds; None: the deployment's ``[agent] progress_every_ms``."""
+        return None if self.progress_every_ms is None else self.progress_every_ms / 1000
 
 
 @dataclass

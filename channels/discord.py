@@ -40,7 +40,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import Field, SecretStr, field_validator
 
 from channels.base import (
-    PROGRESS_EVERY_HELP,
     PROGRESS_TIMEOUT_S,
     Accepted,
     Answered,
@@ -51,16 +50,16 @@ from channels.base import (
     InboundHttp,
     InboundOutcome,
     LiveReply,
+    LiveReplySettings,
     ProgressState,
     Refused,
     json_answer,
-    progress_interval_s,
 )
 from channels.chunking import split_text, utf16_len
 from channels.http_push import HttpResult, classify_status, parse_retry_after
 from channels.inbound_body import BodyError, PlatformBody, parse_body
 from hosting.models import ChannelRequest, PushRequest, ReplyAddress, SubmitResult
-from hosting.settings import ChannelSettings, ConfigError, require_secret
+from hosting.settings import ConfigError, require_secret
 
 SIGNATURE_HEADER = "X-Signature-Ed25519"
 TIMESTAMP_HEADER = "X-Signature-Timestamp"
@@ -210,16 +209,13 @@ def ephemeral(content: str) -> HttpAnswer:
     )
 
 
-class DiscordChannelSettings(ChannelSettings):
+class DiscordChannelSettings(LiveReplySettings):
     """``[channels.discord]``: the application's public key and id, and its bot token."""
 
     public_key: str = ""
     application_id: str = ""
     bot_token: SecretStr = SecretStr("")
     api_base_url: str = "https://discord.com/api/v10"
-    progress_every_ms: int | None = Field(
-        default=None, ge=0, le=60_000, description=PROGRESS_EVERY_HELP
-    )
     stream_replies: bool = Field(
         default=True, description="show the text so far in place of 'thinking...' (@original)"
     )
@@ -257,7 +253,7 @@ class DiscordChannel(BaseChannel):
             raise ConfigError("channels.discord.application_id: missing")
         require_secret(settings.bot_token, "channels.discord.bot_token", "the Bot page's token")
         self._key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(settings.public_key))
-        self.progress_every_s = progress_interval_s(settings.progress_every_ms)
+        self.progress_every_s = settings.progress_every_s
 
     # -- inbound ---------------------------------------------------------------------------
 

@@ -28,7 +28,6 @@ import aiohttp
 from pydantic import Field, SecretStr
 
 from channels.base import (
-    PROGRESS_EVERY_HELP,
     PROGRESS_TIMEOUT_S,
     Accepted,
     Answered,
@@ -39,17 +38,17 @@ from channels.base import (
     InboundHttp,
     InboundOutcome,
     LiveReply,
+    LiveReplySettings,
     ProgressState,
     Refused,
     answers_request,
     json_answer,
-    progress_interval_s,
 )
 from channels.chunking import send_parts, split_text
 from channels.http_push import HttpResult, classify_status, parse_retry_after, post
 from channels.inbound_body import BodyError, PlatformBody, parse_body
 from hosting.models import ChannelRequest, PushRequest, ReplyAddress
-from hosting.settings import ChannelSettings, require_secret
+from hosting.settings import require_secret
 
 TOLERANCE_S = 300
 MAX_TEXT = 4000
@@ -180,15 +179,12 @@ def signature(secret: bytes, timestamp: str, body: bytes) -> str:
     return "v0=" + mac.hexdigest()
 
 
-class SlackChannelSettings(ChannelSettings):
+class SlackChannelSettings(LiveReplySettings):
     """``[channels.slack]``: the app's signing secret and bot token."""
 
     signing_secret: SecretStr = SecretStr("")
     bot_token: SecretStr = SecretStr("")
     api_base_url: str = "https://slack.com/api"
-    progress_every_ms: int | None = Field(
-        default=None, ge=0, le=60_000, description=PROGRESS_EVERY_HELP
-    )
     stream_replies: bool = Field(
         default=True,
         description="in threads, stream the reply with chat.startStream while the agent writes",
@@ -206,7 +202,7 @@ class SlackChannel(BaseChannel):
             settings.signing_secret, "channels.slack.signing_secret"
         ).encode()
         require_secret(settings.bot_token, "channels.slack.bot_token", "xoxb-...")
-        self.progress_every_s = progress_interval_s(settings.progress_every_ms)
+        self.progress_every_s = settings.progress_every_s
 
     def _verified(self, http: InboundHttp) -> bool:
         stamp = http.headers.get("X-Slack-Request-Timestamp", "")

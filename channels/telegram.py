@@ -23,7 +23,6 @@ import aiohttp
 from pydantic import Field, SecretStr
 
 from channels.base import (
-    PROGRESS_EVERY_HELP,
     PROGRESS_TIMEOUT_S,
     Accepted,
     Answered,
@@ -34,16 +33,16 @@ from channels.base import (
     InboundHttp,
     InboundOutcome,
     LiveReply,
+    LiveReplySettings,
     ProgressState,
     Refused,
     answers_request,
-    progress_interval_s,
 )
 from channels.chunking import send_parts, split_text, utf16_len
 from channels.http_push import HttpResult, classify_status, post
 from channels.inbound_body import BodyError, PlatformBody, parse_body
 from hosting.models import ChannelRequest, PushRequest, ReplyAddress, SubmitResult
-from hosting.settings import ChannelSettings, require_secret
+from hosting.settings import require_secret
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 (a header name)
 MAX_TEXT = 4096
@@ -135,16 +134,13 @@ def _entity_text(text: str, entity: TgEntity) -> str:
     )
 
 
-class TelegramChannelSettings(ChannelSettings):
+class TelegramChannelSettings(LiveReplySettings):
     """``[channels.telegram]``: the bot's token, the webhook secret token, its @username."""
 
     bot_token: SecretStr = SecretStr("")
     secret_token: SecretStr = SecretStr("")
     bot_username: str = ""
     api_base_url: str = "https://api.telegram.org"
-    progress_every_ms: int | None = Field(
-        default=None, ge=0, le=60_000, description=PROGRESS_EVERY_HELP
-    )
 
 
 def _is_private(address: ReplyAddress) -> bool:
@@ -170,7 +166,7 @@ class TelegramChannel(BaseChannel):
             settings.secret_token, "channels.telegram.secret_token", "the setWebhook secret"
         ).encode()
         self._bot = settings.bot_username.lstrip("@").lower()
-        self.progress_every_s = progress_interval_s(settings.progress_every_ms)
+        self.progress_every_s = settings.progress_every_s
 
     def api_url(self, method: str) -> str:
         base = self.settings.api_base_url.rstrip("/")
