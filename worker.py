@@ -63,14 +63,14 @@ log = get_logger("switchboard.worker")
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
-    # Our own pure modules are passed through: they are deterministic, and re-importing them
-    # for every workflow run costs throughput.
+    # Our own modules are passed through: they hold no state of their own, the sandbox still
+    # refuses non-deterministic calls made from them, and re-importing the workflow modules for
+    # every new run cost about a quarter of the worker's CPU per message (bench/RESULTS.md).
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(
             "hosting",
-            "workflows.names",
-            "workflows.commands",
-            "activities.names",
+            "workflows",
+            "activities",
             "pydantic",
             "pydantic_core",
             "annotated_types",
