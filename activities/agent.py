@@ -275,7 +275,9 @@ class AgentActivities:
                         if shown is not None and not paused:
                             reply = reply.model_copy(update={"live_message": shown})
                     live = None
-                    if progress is not None:
+                    if progress is not None and (reply.tool_calls or reply.approval_requests):
+                        # The turn goes on: readers see this step's text meanwhile. A final
+                        # answer needs no last batch, the result carries all of it.
                         await progress.flush()
                     return reply
                 activity.heartbeat()

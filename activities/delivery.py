@@ -57,7 +57,8 @@ class DeliveryActivities:
 
     @activity.defn(name="push_reply")
     async def push_reply(self, push: PushRequest) -> PushResult:
-        attempt = activity.info().attempt
+        info = activity.info()
+        attempt = info.attempt + push.attempts_before
         details = {"attempt": attempt}
         age = (datetime.now(UTC) - push.created_at).total_seconds()
         if age > push.max_age_s:
@@ -76,11 +77,15 @@ class DeliveryActivities:
                 type=PUSH_REJECTED,
                 non_retryable=True,
             )
-        # A long reply goes out in parts; parts an earlier attempt delivered are not sent again.
-        done = int(activity.info().heartbeat_details[0]) if activity.info().heartbeat_details else 0
+        # A long reply goes out in parts; parts an earlier attempt delivered are not sent again
+        # (an earlier activity attempt heartbeats them; the local first attempt reports them
+        # in its failure's details, and the workflow passes them on in ``skip_parts``).
+        done = max(push.skip_parts, int(info.heartbeat_details[0]) if info.heartbeat_details else 0)
         ack = await channel.push(self._http, push.model_copy(update={"skip_parts": done}))
         if not ack.ok and ack.parts_delivered:
-            activity.heartbeat(done + ack.parts_delivered)
+            details["parts"] = done + ack.parts_delivered
+            if not info.is_local:
+                activity.heartbeat(done + ack.parts_delivered)
         _count(push, ack.mode.value)
         if ack.mode is FailureMode.DELIVERED:
             _delivered(push, (datetime.now(UTC) - push.created_at).total_seconds())

@@ -94,6 +94,10 @@ class DeliveryPolicy(Frozen):
     max_attempts: int = Field(default=10, ge=1, le=1000)
     max_age_s: float = Field(default=3600.0, gt=0)
     timeout_s: float = Field(default=30.0, gt=0)
+    # The first attempt runs as a local activity, inside the workflow task that has the reply
+    # (no activity task, no second workflow task); retries are ordinary activities, visible as
+    # pending in the Web UI. Absent from runs recorded before, which replay as they ran.
+    first_attempt_local: bool = False
 
 
 Multitask = Literal["enqueue", "reject", "interrupt"]
@@ -460,6 +464,7 @@ class PushRequest(Versioned):
     max_age_s: float
     policy: DeliveryPolicy
     skip_parts: int = 0  # parts of a split message already delivered by an earlier attempt
+    attempts_before: int = 0  # attempts made before this activity (the local first attempt)
     live_message: str | None = None  # the agent's live message at this address (AgentReply)
 
 

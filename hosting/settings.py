@@ -300,6 +300,11 @@ class DeliverySettings(DeliveryPolicy):
 
     allow_non_originating: bool = False
     max_fanout: int = Field(default=8, ge=1, le=64)
+    first_attempt_local: bool = Field(
+        default=True,
+        description="push the first attempt inside the run's workflow task (false: every "
+        "attempt is an activity of its own)",
+    )
 
 
 class SessionSettings(QueueLimits):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import uuid
@@ -195,3 +196,21 @@ def session_id(
         scope, channel, user, conversation or user, identity_key=security.identity_key_bytes()
     )
     return session_workflow_id("default", key)
+
+
+def local_activity_type(event: Message) -> str | None:
+    """The activity type a local activity's marker records (its input is not in history)."""
+    attrs = getattr(event, "marker_recorded_event_attributes", None)
+    if attrs is None or attrs.marker_name != "core_local_activity":
+        return None
+    data = json.loads(attrs.details["data"].payloads[0].data)
+    return str(data["activity_type"])
+
+
+async def closed_history(client: Any, workflow_id: str, timeout: float = 15) -> Any:
+    """The history once the workflow has closed (or after ``timeout``): a local activity's
+    marker is recorded when its workflow task completes, after its effect was seen."""
+    handle = client.get_workflow_handle(workflow_id)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(handle.result(), timeout)
+    return await handle.fetch_history()

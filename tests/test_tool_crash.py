@@ -27,7 +27,9 @@ from tests.support import (
     SIGNING_KEY,
     WEBHOOK_SECRET,
     Receiver,
+    closed_history,
     eventually,
+    local_activity_type,
     make_settings,
     webhook_headers,
     webhook_message,
@@ -148,12 +150,14 @@ async def reply_of(receiver: Receiver, run_id: str, timeout: float = 90) -> dict
 async def activities(client: Client, run_id: str) -> tuple[Counter[str], list[str], dict[str, int]]:
     """Activities the run scheduled by type, the call ids of its tool activities, and the
     attempt each activity type was last started with (2 or more: it ran again)."""
-    history = await client.get_workflow_handle(run_id).fetch_history()
+    history = await closed_history(client, run_id)
     kinds: Counter[str] = Counter()
     call_ids: list[str] = []
     scheduled: dict[int, str] = {}
     attempts: dict[str, int] = {}
     for event in history.events:
+        if local := local_activity_type(event):  # a push's first attempt
+            kinds[local] += 1
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             attrs = event.activity_task_scheduled_event_attributes
             kinds[attrs.activity_type.name] += 1

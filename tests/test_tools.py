@@ -30,7 +30,7 @@ from hosting.ids import approval_workflow_id
 from hosting.models import PushRequest, RunView, ToolInvocation
 from tests import agent_tools
 from tests.conftest import Stack
-from tests.support import eventually
+from tests.support import closed_history, eventually, local_activity_type
 from tests.test_linking import session_of
 from worker import build_worker
 
@@ -223,11 +223,13 @@ async def view(stack: Stack, run_id: str) -> RunView:
 
 
 async def scheduled(stack: Stack, run_id: str) -> tuple[Counter[str], list[str]]:
-    """Activities the run scheduled, by type, and the call ids of its tool activities."""
-    history = await stack.client.get_workflow_handle(run_id).fetch_history()
+    """Activities the run scheduled (local ones too), by type, and the call ids of its tool activities."""
+    history = await closed_history(stack.client, run_id)
     kinds: Counter[str] = Counter()
     call_ids: list[str] = []
     for event in history.events:
+        if local := local_activity_type(event):  # a push's first attempt
+            kinds[local] += 1
         if event.event_type != EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             continue
         attrs = event.activity_task_scheduled_event_attributes

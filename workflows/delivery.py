@@ -26,6 +26,15 @@ class PushFailed(Exception):
 async def push_with_retries(push: PushRequest) -> PushResult:
     """Raises :class:`PushFailed` when the destination is dead-lettered."""
     policy = push.policy
+    if policy.first_attempt_local:
+        try:
+            return await _local_attempt(push)
+        except ActivityError as err:
+            if _final(err, policy.max_attempts):
+                raise PushFailed(*failure_reason(err)) from None
+            delay, parts = _retry_after(err, policy.initial_interval_s)
+            await workflow.sleep(delay)  # the wait the attempt asked for (Retry-After, backoff)
+            push = push.model_copy(update={"skip_parts": parts, "attempts_before": 1})
     try:
         result: PushResult = await workflow.execute_activity_method(
             DeliveryActivities.push_reply,
@@ -36,13 +45,47 @@ async def push_with_retries(push: PushRequest) -> PushResult:
                 initial_interval=timedelta(seconds=policy.initial_interval_s),
                 backoff_coefficient=policy.backoff,
                 maximum_interval=timedelta(seconds=policy.max_interval_s),
-                maximum_attempts=policy.max_attempts,
+                maximum_attempts=policy.max_attempts - push.attempts_before,
                 non_retryable_error_types=NON_RETRYABLE_PUSH,
             ),
         )
     except ActivityError as err:
         raise PushFailed(*failure_reason(err)) from None
     return result
+
+
+async def _local_attempt(push: PushRequest) -> PushResult:
+    """One attempt in the workflow task that has the reply: most pushes succeed at once, and
+    this way they cost no activity task and no further workflow task. A worker that dies
+    during it fails the workflow task, and the next worker makes the attempt again, as it
+    would retry an activity (the platform sees the same idempotency key)."""
+    result: PushResult = await workflow.execute_local_activity_method(
+        DeliveryActivities.push_reply,
+        push,
+        start_to_close_timeout=timedelta(seconds=push.policy.timeout_s + 5),
+        retry_policy=RetryPolicy(maximum_attempts=1),
+    )
+    return result
+
+
+def _final(err: ActivityError, max_attempts: int) -> bool:
+    """No retry follows: the push was refused for good, or one attempt was all there was."""
+    cause = err.cause
+    refused = isinstance(cause, ApplicationError) and (
+        cause.non_retryable or cause.type in NON_RETRYABLE_PUSH
+    )
+    return refused or max_attempts <= 1
+
+
+def _retry_after(err: ActivityError, default_s: float) -> tuple[timedelta, int]:
+    """The delay the failed attempt asked for and the parts of the reply it delivered."""
+    cause = err.cause
+    if not isinstance(cause, ApplicationError):
+        return timedelta(seconds=default_s), 0
+    parts = 0
+    if cause.details and isinstance(cause.details[0], dict):
+        parts = int(cause.details[0].get("parts", 0))
+    return cause.next_retry_delay or timedelta(seconds=default_s), parts
 
 
 def failure_reason(err: ActivityError) -> tuple[str, int]:
