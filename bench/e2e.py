@@ -18,61 +18,24 @@ import uuid
 from typing import Any
 
 import aiohttp
-from temporalio.api.enums.v1 import EventType
 from temporalio.worker import Worker
 
 from bench.floor import FloorWorkflow, floor_step
-from bench.harness import (
-    cpu_per_message,
-    drive,
-    machine,
-    percentiles,
-    stack,
-    webhook_request,
-    webhook_session_id,
-)
+from bench.harness import cpu_per_message, drive, machine, percentiles, stack, webhook_request
+from bench.stages import Sent, sample
+from bench.stages import breakdown as stage_breakdown
 
 
-async def breakdown(client: Any, sampled: list[tuple[str, str]]) -> dict[str, float]:
-    """Mean milliseconds per stage, read from event timestamps of sessions and runs."""
-    stages: dict[str, list[float]] = {
-        "session_queue": [],
-        "agent_activity": [],
-        "delivery": [],
-        "run_total": [],
-    }
-    for msg_id, user in sampled:
-        run = await client.get_workflow_handle(f"run/default/webhook/{msg_id}").fetch_history()
-        ev = run.events
-        start = ev[0].event_time.ToDatetime()
-        scheduled = [e for e in ev if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED]
-        completed = [e for e in ev if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED]
-        if len(scheduled) < 2 or len(completed) < 2:
-            continue
-        agent = (
-            completed[0].event_time.ToDatetime() - scheduled[0].event_time.ToDatetime()
-        ).total_seconds()
-        push = (
-            completed[1].event_time.ToDatetime() - scheduled[1].event_time.ToDatetime()
-        ).total_seconds()
-        stages["agent_activity"].append(agent)
-        stages["delivery"].append(push)
-        stages["run_total"].append((completed[1].event_time.ToDatetime() - start).total_seconds())
-        session = await client.get_workflow_handle(webhook_session_id(user)).fetch_history()
-        accepted = next(
-            e
-            for e in session.events
-            if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
-        )
-        initiated = next(
-            e
-            for e in session.events
-            if e.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED
-        )
-        stages["session_queue"].append(
-            (initiated.event_time.ToDatetime() - accepted.event_time.ToDatetime()).total_seconds()
-        )
-    return {k: round(sum(v) / len(v) * 1000, 1) for k, v in stages.items() if v}
+async def breakdown(
+    client: Any, sampled: list[Sent], seen_at: dict[str, float]
+) -> dict[str, float]:
+    """Mean milliseconds per stage (``bench.stages``), with this script's earlier names
+    beside them: ``session_queue`` is ``session``, ``agent_activity`` is ``agent``, and
+    ``delivery`` is ``to_push`` (agent done → receiver, so it holds whether or not the push
+    is a local activity); ``run_total`` runs from the run's start to the receiver."""
+    means = await stage_breakdown(client, sampled, seen_at)
+    aliases = {"session_queue": "session", "agent_activity": "agent", "delivery": "to_push"}
+    return {**means, **{old: means[new] for old, new in aliases.items() if new in means}}
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -100,27 +63,29 @@ async def main(args: argparse.Namespace) -> None:
             async with aiohttp.ClientSession() as http:
                 for concurrency in args.concurrency:
                     latencies: list[float] = []
-                    ids: list[tuple[str, str]] = []
+                    ids: list[Sent] = []
                     starts: dict[str, float] = {}
 
                     async def one(
                         i: int,
                         starts: dict[str, float] = starts,
-                        ids: list[tuple[str, str]] = ids,
+                        ids: list[Sent] = ids,
                         latencies: list[float] = latencies,
                     ) -> None:
                         user = f"e{uuid.uuid4().hex[:10]}"
                         msg_id, body, headers = webhook_request(user, f"m{i}")
                         starts[msg_id] = time.monotonic()
+                        sent_at = time.time()
                         async with http.post(
                             st.gateway_url + "/channels/webhook", data=body, headers=headers
                         ) as resp:
                             assert resp.status == 202
+                            acked_at = time.time()
                         key = f"run/default/webhook/{msg_id}:webhook:response"
                         while key not in st.receiver.first_seen:
                             await asyncio.sleep(0.002)
                         latencies.append(st.receiver.first_seen[key] - starts[msg_id])
-                        ids.append((msg_id, user))
+                        ids.append(Sent(msg_id, user, sent_at, acked_at))
 
                     cpu_before = st.cpu(*procs)
                     wall = await drive(args.count, concurrency, one)
@@ -152,7 +117,7 @@ async def main(args: argparse.Namespace) -> None:
                         "throughput_ratio": round(floor_wall / wall, 2),
                         "cpu": cpu,
                         "breakdown_mean_ms": await breakdown(
-                            st.client, ids[:: max(1, len(ids) // 25)]
+                            st.client, sample(ids), st.receiver.first_seen_at
                         ),
                     }
                     report["results"].append(row)

@@ -22,13 +22,23 @@ from bench.fanout_workflow import FanoutWorkflow
 from bench.harness import machine, percentiles, stack
 from channels.catalog import load_settings
 from channels.registry import build_registry
+from hosting.models import DeliveryPolicy
 from worker import workflow_runner
+
+
+def configured_policy(config: str) -> DeliveryPolicy:
+    """The retry policy a run carries under the configuration file ``config``."""
+    settings = load_settings(config)
+    return DeliveryPolicy.model_validate(
+        settings.delivery.model_dump(include=set(DeliveryPolicy.model_fields))
+    )
 
 
 async def main(args: argparse.Namespace) -> None:
     report: dict[str, Any] = {"machine": machine(), "repeats": args.repeats, "results": []}
     async with stack() as st:
         settings = load_settings(str(st.config))
+        policy = configured_policy(str(st.config))
         tq = f"fanout-{uuid.uuid4().hex[:6]}"
         async with aiohttp.ClientSession() as http:
             delivery = DeliveryActivities(build_registry(settings), http)
@@ -45,7 +55,10 @@ async def main(args: argparse.Namespace) -> None:
                     for _ in range(args.repeats):
                         started = time.monotonic()
                         await st.client.execute_workflow(
-                            FanoutWorkflow.run, n, id=f"fan-{uuid.uuid4().hex}", task_queue=tq
+                            FanoutWorkflow.run,
+                            args=[n, policy],
+                            id=f"fan-{uuid.uuid4().hex}",
+                            task_queue=tq,
                         )
                         samples.append(time.monotonic() - started)
                     p = percentiles(samples)

@@ -1,4 +1,7 @@
-"""A bench-only workflow that fans one reply out with the product's delivery code."""
+"""A bench-only workflow that fans one reply out with the product's delivery code.
+
+The delivery policy is an argument (``bench.fanout.configured_policy`` reads it from the
+stack's ``[delivery]`` section), so the bench measures what the configuration does."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ with workflow.unsafe.imports_passed_through():
 @workflow.defn
 class FanoutWorkflow:
     @workflow.run
-    async def run(self, destinations: int) -> int:
+    async def run(self, destinations: int, policy: DeliveryPolicy) -> int:
         now = workflow.now()
         pushes = [
             PushRequest(
@@ -25,7 +28,7 @@ class FanoutWorkflow:
                 text="fan-out",
                 created_at=now,
                 max_age_s=300,
-                policy=DeliveryPolicy(),
+                policy=policy,
             )
             for i in range(destinations)
         ]

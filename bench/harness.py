@@ -103,6 +103,8 @@ class Receiver:
     """A Standard Webhooks consumer that records every push by its idempotency key."""
 
     first_seen: dict[str, float] = field(default_factory=dict)
+    # The same moments by wall clock, to compare with the server's event timestamps.
+    first_seen_at: dict[str, float] = field(default_factory=dict)
     raw: int = 0
     bad: int = 0
     fail_ratio: float = 0.0
@@ -142,7 +144,9 @@ class Receiver:
             if roll < self.rate_limit_ratio + self.fail_ratio:
                 return web.Response(status=503)
             self.raw += 1
-            self.first_seen.setdefault(key, now)
+            if key not in self.first_seen:
+                self.first_seen[key] = now
+                self.first_seen_at[key] = time.time()
             if self.keep_bodies:
                 self.bodies[key] = body
             return web.Response(status=204)

@@ -26,6 +26,7 @@ from temporalio.worker import Worker
 
 from activities.delivery import DeliveryActivities
 from bench.actions import Footprint, Ledger, server_actions
+from bench.fanout import configured_policy
 from bench.fanout_workflow import FanoutWorkflow
 from bench.harness import Receiver, Stack, free_port, stack, webhook_request
 from channels.catalog import load_settings
@@ -185,6 +186,7 @@ async def price_linked(http: aiohttp.ClientSession, repeats: int) -> dict[str, A
 
 async def price_fanout(p: Pricer, repeats: int) -> dict[str, Any]:
     settings = load_settings(str(p.st.config))
+    policy = configured_policy(str(p.st.config))
     tq = f"price-fanout-{uuid.uuid4().hex[:6]}"
     delivery = DeliveryActivities(build_registry(settings), p.http)
     rows: dict[str, Any] = {}
@@ -199,7 +201,10 @@ async def price_fanout(p: Pricer, repeats: int) -> dict[str, Any]:
 
             async def fan(n: int = n) -> None:
                 await p.st.client.execute_workflow(
-                    FanoutWorkflow.run, n, id=f"fan-{uuid.uuid4().hex}", task_queue=tq
+                    FanoutWorkflow.run,
+                    args=[n, policy],
+                    id=f"fan-{uuid.uuid4().hex}",
+                    task_queue=tq,
                 )
 
             rows[f"fanout_workflow_{n}"] = await p.path([fan] * repeats)
