@@ -76,7 +76,11 @@ def settings_overrides(
     return {
         "agent": agent,
         # Every push an activity: these tests read the pushes' inputs from the history.
-        "delivery": {"initial_interval_s": 0.2, "max_interval_s": 1.0, "first_attempt_local": False},
+        "delivery": {
+            "initial_interval_s": 0.2,
+            "max_interval_s": 1.0,
+            "first_attempt_local": False,
+        },
         "channels": {
             "telegram": {
                 "bot_token": "123456:TEST-token-for-the-fake",

@@ -223,7 +223,7 @@ async def view(stack: Stack, run_id: str) -> RunView:
 
 
 async def scheduled(stack: Stack, run_id: str) -> tuple[Counter[str], list[str]]:
-    """Activities the run scheduled (local ones too), by type, and the call ids of its tool activities."""
+    """Activities the run scheduled (local ones too), by type, and its tool calls' ids."""
     history = await closed_history(stack.client, run_id)
     kinds: Counter[str] = Counter()
     call_ids: list[str] = []

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from activities.delivery import DeliveryActivities
@@ -29,10 +29,12 @@ async def push_with_retries(push: PushRequest) -> PushResult:
     if policy.first_attempt_local:
         try:
             return await _local_attempt(push)
-        except ActivityError as err:
-            if _final(err, policy.max_attempts):
-                raise PushFailed(*failure_reason(err)) from None
-            delay, parts = _retry_after(err, policy.initial_interval_s)
+        except FailureError as err:
+            # A local activity's failure comes unwrapped (no ActivityError around it).
+            cause = err.cause if isinstance(err, ActivityError) else err
+            if _final(cause, policy.max_attempts):
+                raise PushFailed(*failure_reason(cause)) from None
+            delay, parts = _retry_after(cause, policy.initial_interval_s)
             await workflow.sleep(delay)  # the wait the attempt asked for (Retry-After, backoff)
             push = push.model_copy(update={"skip_parts": parts, "attempts_before": 1})
     try:
@@ -50,7 +52,7 @@ async def push_with_retries(push: PushRequest) -> PushResult:
             ),
         )
     except ActivityError as err:
-        raise PushFailed(*failure_reason(err)) from None
+        raise PushFailed(*failure_reason(err.cause)) from None
     return result
 
 
@@ -68,18 +70,16 @@ async def _local_attempt(push: PushRequest) -> PushResult:
     return result
 
 
-def _final(err: ActivityError, max_attempts: int) -> bool:
+def _final(cause: BaseException | None, max_attempts: int) -> bool:
     """No retry follows: the push was refused for good, or one attempt was all there was."""
-    cause = err.cause
     refused = isinstance(cause, ApplicationError) and (
         cause.non_retryable or cause.type in NON_RETRYABLE_PUSH
     )
     return refused or max_attempts <= 1
 
 
-def _retry_after(err: ActivityError, default_s: float) -> tuple[timedelta, int]:
+def _retry_after(cause: BaseException | None, default_s: float) -> tuple[timedelta, int]:
     """The delay the failed attempt asked for and the parts of the reply it delivered."""
-    cause = err.cause
     if not isinstance(cause, ApplicationError):
         return timedelta(seconds=default_s), 0
     parts = 0
@@ -88,9 +88,9 @@ def _retry_after(err: ActivityError, default_s: float) -> tuple[timedelta, int]:
     return cause.next_retry_delay or timedelta(seconds=default_s), parts
 
 
-def failure_reason(err: ActivityError) -> tuple[str, int]:
-    """Why a push ended, as an operator reads it, without any message content."""
-    cause = err.cause
+def failure_reason(cause: BaseException | None) -> tuple[str, int]:
+    """Why a push ended (from its activity's failure cause), as an operator reads it, without
+    any message content."""
     if isinstance(cause, ApplicationError):
         attempts = 0
         if cause.details and isinstance(cause.details[0], dict):
