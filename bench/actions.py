@@ -161,6 +161,11 @@ class Ledger:
                 kind = KINDS.get(ev.event_type)
                 if kind:
                     fp.counts[kind] += 1
+                if (
+                    ev.event_type == E.EVENT_TYPE_MARKER_RECORDED
+                    and ev.marker_recorded_event_attributes.marker_name == "core_local_activity"
+                ):
+                    fp.counts["local_activities"] += 1  # a push's first attempt, say
                 if ev.event_type == E.EVENT_TYPE_ACTIVITY_TASK_STARTED:
                     fp.counts["activity_attempts"] += max(
                         1, ev.activity_task_started_event_attributes.attempt

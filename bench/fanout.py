@@ -12,6 +12,8 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -19,7 +21,7 @@ from temporalio.worker import Worker
 
 from activities.delivery import DeliveryActivities
 from bench.fanout_workflow import FanoutWorkflow
-from bench.harness import machine, percentiles, stack
+from bench.harness import Stack, machine, percentiles, stack
 from channels.catalog import load_settings
 from channels.registry import build_registry
 from hosting.models import DeliveryPolicy
@@ -34,38 +36,52 @@ def configured_policy(config: str) -> DeliveryPolicy:
     )
 
 
+@asynccontextmanager
+async def fanout_worker(
+    st: Stack, http: aiohttp.ClientSession, name: str = "fanout"
+) -> AsyncIterator[tuple[str, DeliveryPolicy]]:
+    """A worker for :class:`FanoutWorkflow` with the product's push activity on a task queue
+    of its own; yields that queue and the policy the stack's configuration gives a run."""
+    config = str(st.config)
+    tq = f"{name}-{uuid.uuid4().hex[:6]}"
+    delivery = DeliveryActivities(build_registry(load_settings(config)), http)
+    async with Worker(
+        st.client,
+        task_queue=tq,
+        workflows=[FanoutWorkflow],
+        activities=[delivery.push_reply],
+        workflow_runner=workflow_runner(),
+    ):
+        yield tq, configured_policy(config)
+
+
 async def main(args: argparse.Namespace) -> None:
     report: dict[str, Any] = {"machine": machine(), "repeats": args.repeats, "results": []}
-    async with stack() as st:
-        settings = load_settings(str(st.config))
-        policy = configured_policy(str(st.config))
-        tq = f"fanout-{uuid.uuid4().hex[:6]}"
-        async with aiohttp.ClientSession() as http:
-            delivery = DeliveryActivities(build_registry(settings), http)
-            async with Worker(
-                st.client,
-                task_queue=tq,
-                workflows=[FanoutWorkflow],
-                activities=[delivery.push_reply],
-                workflow_runner=workflow_runner(),
-            ):
-                base: float | None = None
-                for n in args.destinations:
-                    samples = []
-                    for _ in range(args.repeats):
-                        started = time.monotonic()
-                        await st.client.execute_workflow(
-                            FanoutWorkflow.run,
-                            args=[n, policy],
-                            id=f"fan-{uuid.uuid4().hex}",
-                            task_queue=tq,
-                        )
-                        samples.append(time.monotonic() - started)
-                    p = percentiles(samples)
-                    base = base or p["p50"]
-                    row = {"destinations": n, "ms": p, "p50_vs_one": round(p["p50"] / base, 2)}
-                    report["results"].append(row)
-                    print(json.dumps(row), flush=True)
+    async with (
+        stack() as st,
+        aiohttp.ClientSession() as http,
+        fanout_worker(st, http) as (
+            tq,
+            policy,
+        ),
+    ):
+        base: float | None = None
+        for n in args.destinations:
+            samples = []
+            for _ in range(args.repeats):
+                started = time.monotonic()
+                await st.client.execute_workflow(
+                    FanoutWorkflow.run,
+                    args=[n, policy],
+                    id=f"fan-{uuid.uuid4().hex}",
+                    task_queue=tq,
+                )
+                samples.append(time.monotonic() - started)
+            p = percentiles(samples)
+            base = base or p["p50"]
+            row = {"destinations": n, "ms": p, "p50_vs_one": round(p["p50"] / base, 2)}
+            report["results"].append(row)
+            print(json.dumps(row), flush=True)
     print(json.dumps(report, indent=2))
 
 

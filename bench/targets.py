@@ -32,8 +32,7 @@ import aiohttp
 from temporalio.api.enums.v1 import EventType
 from temporalio.worker import Worker
 
-from activities.delivery import DeliveryActivities
-from bench.fanout import configured_policy
+from bench.fanout import fanout_worker
 from bench.fanout_workflow import FanoutWorkflow
 from bench.floor import FloorWorkflow, floor_step
 from bench.harness import (
@@ -46,9 +45,6 @@ from bench.harness import (
     webhook_request,
 )
 from bench.stages import STAGES, Sent, at, breakdown, first, sample
-from channels.catalog import load_settings
-from channels.registry import build_registry
-from worker import workflow_runner
 
 PROCS = ("worker", "gateway", "temporal")
 REPLY_TIMEOUT_S = 60
@@ -173,18 +169,9 @@ async def fanout_breakdown(st: Stack, runs: list[tuple[str, int]]) -> dict[str, 
 
 async def fanout(st: Stack, http: aiohttp.ClientSession, repeats: int) -> dict[str, Any]:
     """One destination against eight, interleaved so both see the same load."""
-    policy = configured_policy(str(st.config))
-    delivery = DeliveryActivities(build_registry(load_settings(str(st.config))), http)
-    tq = f"targets-fanout-{uuid.uuid4().hex[:6]}"
     samples: dict[int, list[float]] = {1: [], 8: []}
     runs: dict[int, list[tuple[str, int]]] = {1: [], 8: []}
-    async with Worker(
-        st.client,
-        task_queue=tq,
-        workflows=[FanoutWorkflow],
-        activities=[delivery.push_reply],
-        workflow_runner=workflow_runner(),
-    ):
+    async with fanout_worker(st, http, "targets-fanout") as (tq, policy):
         for n in (1, 8):  # warm-up, not counted
             await st.client.execute_workflow(
                 FanoutWorkflow.run, args=[n, policy], id=f"fan-{uuid.uuid4().hex}", task_queue=tq
