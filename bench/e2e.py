@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import time
 import uuid
 from typing import Any
 
@@ -21,9 +20,10 @@ import aiohttp
 from temporalio.worker import Worker
 
 from bench.floor import FloorWorkflow, floor_step
-from bench.harness import cpu_per_message, drive, machine, percentiles, stack, webhook_request
+from bench.harness import cpu_per_message, machine, percentiles, stack
 from bench.stages import Sent, sample
 from bench.stages import breakdown as stage_breakdown
+from bench.targets import floor, new_user, webhooks
 
 
 async def breakdown(
@@ -50,7 +50,6 @@ async def main(args: argparse.Namespace) -> None:
         async with Worker(
             st.client, task_queue=floor_tq, workflows=[FloorWorkflow], activities=[floor_step]
         ):
-            sent = 0
             # What the processes burn doing nothing (pollers, metrics), to read the figures by.
             procs = ("worker", "gateway", "temporal")
             idle_before = st.cpu(*procs)
@@ -62,62 +61,24 @@ async def main(args: argparse.Namespace) -> None:
             print(json.dumps({"idle_cpu_ms_per_s": report["idle_cpu_ms_per_s"]}), flush=True)
             async with aiohttp.ClientSession() as http:
                 for concurrency in args.concurrency:
-                    latencies: list[float] = []
-                    ids: list[Sent] = []
-                    starts: dict[str, float] = {}
-
-                    async def one(
-                        i: int,
-                        starts: dict[str, float] = starts,
-                        ids: list[Sent] = ids,
-                        latencies: list[float] = latencies,
-                    ) -> None:
-                        user = f"e{uuid.uuid4().hex[:10]}"
-                        msg_id, body, headers = webhook_request(user, f"m{i}")
-                        starts[msg_id] = time.monotonic()
-                        sent_at = time.time()
-                        async with http.post(
-                            st.gateway_url + "/channels/webhook", data=body, headers=headers
-                        ) as resp:
-                            assert resp.status == 202
-                            acked_at = time.time()
-                        key = f"run/default/webhook/{msg_id}:webhook:response"
-                        while key not in st.receiver.first_seen:
-                            await asyncio.sleep(0.002)
-                        latencies.append(st.receiver.first_seen[key] - starts[msg_id])
-                        ids.append(Sent(msg_id, user, sent_at, acked_at))
-
                     cpu_before = st.cpu(*procs)
-                    wall = await drive(args.count, concurrency, one)
-                    sent += args.count
+                    load = await webhooks(st, http, args.count, concurrency, new_user)
                     await asyncio.sleep(2)  # runs close and sessions take their last signal
                     cpu = cpu_per_message(cpu_before, st.cpu(*procs), args.count)
-                    floor: list[float] = []
-
-                    async def floor_one(i: int, floor: list[float] = floor) -> None:
-                        started = time.monotonic()
-                        await st.client.execute_workflow(
-                            FloorWorkflow.run,
-                            f"v{i}",
-                            id=f"floor-{uuid.uuid4().hex}",
-                            task_queue=floor_tq,
-                        )
-                        floor.append(time.monotonic() - started)
-
-                    floor_wall = await drive(args.count, concurrency, floor_one)
-                    e, f = percentiles(latencies), percentiles(floor)
+                    base = await floor(st, floor_tq, args.count, concurrency)
+                    e, f = percentiles(load.latencies), percentiles(base.latencies)
                     row = {
                         "concurrency": concurrency,
                         "e2e_ms": e,
                         "floor_ms": f,
-                        "e2e_per_s": round(args.count / wall, 1),
-                        "floor_per_s": round(args.count / floor_wall, 1),
+                        "e2e_per_s": round(args.count / load.wall, 1),
+                        "floor_per_s": round(args.count / base.wall, 1),
                         "p50_ratio": round(e["p50"] / f["p50"], 2),
                         "p99_ratio": round(e["p99"] / f["p99"], 2),
-                        "throughput_ratio": round(floor_wall / wall, 2),
+                        "throughput_ratio": round(base.wall / load.wall, 2),
                         "cpu": cpu,
                         "breakdown_mean_ms": await breakdown(
-                            st.client, sample(ids), st.receiver.first_seen_at
+                            st.client, sample(load.sent), st.receiver.first_seen_at
                         ),
                     }
                     report["results"].append(row)
