@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC
-from typing import Any
+from typing import Any, TypeVar
 
 import standardwebhooks
 from aiohttp import web
@@ -26,6 +26,8 @@ from hosting.settings import Settings
 
 SIGNING_KEY = base64.b64encode(b"s" * 32).decode()
 CODEC_KEY = "test1:" + base64.b64encode(b"k" * 32).decode()
+T = TypeVar("T")
+
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"w" * 24).decode()
 
 
@@ -214,3 +216,17 @@ async def closed_history(client: Any, workflow_id: str, timeout: float = 15) -> 
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(handle.result(), timeout)
     return await handle.fetch_history()
+
+
+async def scheduled_inputs(client: Any, workflow_id: str, activity: str, model: type[T]) -> list[T]:
+    """The inputs of every ``activity`` the workflow scheduled, as its history records them."""
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    found: list[T] = []
+    for event in history.events:
+        attrs = event.activity_task_scheduled_event_attributes
+        if event.HasField("activity_task_scheduled_event_attributes") and (
+            attrs.activity_type.name == activity
+        ):
+            [value] = await client.data_converter.decode(attrs.input.payloads, [model])
+            found.append(value)
+    return found

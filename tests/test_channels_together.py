@@ -39,7 +39,7 @@ from tests.fakes_discord import (
     public_key_hex,
     sign_interaction,
 )
-from tests.support import eventually
+from tests.support import eventually, scheduled_inputs
 
 CODE = re.compile(r"\b([A-Z2-9]{4}-[A-Z2-9]{4})\b")
 DISCORD_KEY = Ed25519PrivateKey.generate()  # the Discord application's key pair
@@ -442,16 +442,10 @@ async def test_a_dead_letter_on_teams_is_replayed_once_with_its_idempotency_key(
     assert [t for t in person.inbox()["activity"] if t == echo] == [echo]  # exactly once more
     replayed = [c for c in teams.connector_calls if c[2]["text"] == echo]
     assert len(replayed) == 2 and replayed[0][0] == replayed[1][0]  # same conversation/reply
-    history = await stack.client.get_workflow_handle(
-        redelivery_workflow_id(run_id, "activity")
-    ).fetch_history()
-    pushed = [
-        e.activity_task_scheduled_event_attributes
-        for e in history.events
-        if e.HasField("activity_task_scheduled_event_attributes")
-        and e.activity_task_scheduled_event_attributes.activity_type.name == "push_reply"
-    ]
-    [push_input] = await stack.client.data_converter.decode(pushed[0].input.payloads, [PushRequest])
+    pushed = await scheduled_inputs(
+        stack.client, redelivery_workflow_id(run_id, "activity"), "push_reply", PushRequest
+    )
+    push_input = pushed[0]
     assert push_input.idempotency_key == owed[0].idempotency_key
 
     await settled(

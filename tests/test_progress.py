@@ -23,7 +23,7 @@ from tests.conftest import Stack
 from tests.fakes import SLACK_TOKEN, FakeSlack, FakeTelegram, serve
 from tests.fakes_activity import FakeBotFramework
 from tests.fakes_discord import FakeDiscord, sign_interaction
-from tests.support import eventually
+from tests.support import eventually, scheduled_inputs
 from tests.test_tck_activity import activity, bearer, ids, section
 from tests.test_tck_discord import KEY as DISCORD_KEY
 from tests.test_tck_discord import interaction
@@ -277,16 +277,7 @@ async def test_a_failing_slack_status_never_touches_the_reply(
 
 async def pushes_of(stack: Stack, run_id: str) -> list[PushRequest]:
     """The pushes the run scheduled, as recorded in its history."""
-    history = await stack.client.get_workflow_handle(run_id).fetch_history()
-    pushes: list[PushRequest] = []
-    for event in history.events:
-        attrs = event.activity_task_scheduled_event_attributes
-        if event.HasField("activity_task_scheduled_event_attributes") and (
-            attrs.activity_type.name == "push_reply"
-        ):
-            [push] = await stack.client.data_converter.decode(attrs.input.payloads, [PushRequest])
-            pushes.append(push)
-    return pushes
+    return await scheduled_inputs(stack.client, run_id, "push_reply", PushRequest)
 
 
 def thread_messages(slack: FakeSlack, thread: str) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from hosting.models import AgentProgress, AgentStep
 from tests import agent_tools
 from tests.conftest import Stack
 from tests.fakes import SLACK_TOKEN, FakeSlack
-from tests.support import eventually
+from tests.support import eventually, scheduled_inputs
 from tests.test_progress import (
     delivered_once,
     fresh_key,
@@ -78,16 +78,7 @@ async def progress_batches(stack: Stack, run_id: str) -> list[AgentProgress]:
 
 
 async def recorded_steps(stack: Stack, run_id: str) -> list[AgentStep]:
-    history = await stack.client.get_workflow_handle(run_id).fetch_history()
-    steps: list[AgentStep] = []
-    for event in history.events:
-        attrs = event.activity_task_scheduled_event_attributes
-        if event.HasField("activity_task_scheduled_event_attributes") and (
-            attrs.activity_type.name == "model_step"
-        ):
-            [step] = await stack.client.data_converter.decode(attrs.input.payloads, [AgentStep])
-            steps.append(step)
-    return steps
+    return await scheduled_inputs(stack.client, run_id, "model_step", AgentStep)
 
 
 async def test_the_answer_after_a_tool_call_grows_in_the_view(
